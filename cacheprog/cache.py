@@ -1,0 +1,361 @@
+# -*- test-case-name: tests.unit.test_cache -*-
+"""
+The cache semantics, independent of how requests arrive.
+
+- get: the local tier first; then the remote store, one fetch per key however
+  many gets wait on it; every remote body is decoded, checked (SHA-256 ==
+  OutputID) and written locally before it is answered.  A get that waits
+  longer than the get timeout is answered "miss" while its download goes on
+  into the local tier.  Nothing remote ever turns into an error for go.
+- put: the body goes to the local tier (the only possible error), the answer
+  goes back, and the upload runs in the background, bounded in number.
+- close: wait for the uploads, up to the background-wait limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.interfaces import IReactorTime
+
+from cacheprog import codec
+from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, UploadObject
+from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
+from cacheprog.log import Logger
+from cacheprog.stats import Stats
+
+_log = Logger("cache")
+T = TypeVar("T")
+
+#: Bodies from this size on are decoded, hashed and written in the thread pool.
+BIG = 1 << 20
+
+
+@attrs.frozen
+class Settings:
+    """
+    The knobs of the core (seconds; 0 = no limit, as in the Go reference).
+    """
+
+    get_timeout: float = 5.0
+    put_timeout: float = 5.0
+    max_background_wait: float = 10.0
+    min_remote_put_size: int = 0
+    max_concurrent_gets: int = 0
+    max_concurrent_puts: int = 0
+    remote_enabled: bool = True
+
+
+def inline_runner(f: Callable[..., T], *args: object) -> Deferred[T]:
+    """
+    A L{ThreadRunner} that runs in the calling thread (tests; tiny jobs).
+    """
+    try:
+        return Deferred.fromCoroutine(_value(f(*args)))
+    except BaseException as e:  # noqa: BLE001 - handed to the Deferred
+        return Deferred.fromCoroutine(_raise(e))
+
+
+async def _value(v: T) -> T:
+    return v
+
+
+async def _raise(e: BaseException) -> Any:
+    raise e
+
+
+class _Flight:
+    """
+    One remote fetch and everyone waiting for it.
+    """
+
+    def __init__(self) -> None:
+        self.started: Deferred[None] | None = Deferred()
+        self.result: Entry | None = None
+        self.finished = False
+        self._waiters: list[Deferred[Entry | None]] = []
+        self._start_waiters: list[Deferred[None]] = []
+
+    def mark_started(self) -> None:
+        self.started = None
+        waiters, self._start_waiters = self._start_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def wait_started(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self.started is None:
+            d.callback(None)
+        else:
+            self._start_waiters.append(d)
+        return d
+
+    def finish(self, result: Entry | None) -> None:
+        self.result, self.finished = result, True
+        self.mark_started()
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if not d.called:
+                d.callback(result)
+
+    def wait(self) -> Deferred[Entry | None]:
+        d: Deferred[Entry | None] = Deferred()
+        if self.finished:
+            d.callback(self.result)
+        else:
+            self._waiters.append(d)
+        return d
+
+
+def _semaphore(limit: int) -> DeferredSemaphore | None:
+    return DeferredSemaphore(limit) if limit > 0 else None
+
+
+async def _limited(sem: DeferredSemaphore | None, job: Callable[[], Awaitable[T]]) -> T:
+    if sem is None:
+        return await job()
+    await sem.acquire()
+    try:
+        return await job()
+    finally:
+        sem.release()
+
+
+class Cache:
+    """
+    get / put / close over a local L{DiskStore} and a L{RemoteStore}.
+    """
+
+    def __init__(
+        self,
+        local: DiskStore,
+        remote: RemoteStore,
+        clock: IReactorTime,
+        run_in_thread: ThreadRunner = inline_runner,
+        settings: Settings = Settings(),
+        stats: Stats | None = None,
+    ) -> None:
+        self._local = local
+        self._remote = remote
+        self._clock = clock
+        self._thread = run_in_thread
+        self._settings = settings
+        self.stats = stats if stats is not None else Stats()
+        self._flights: dict[bytes, _Flight] = {}
+        self._get_slots = _semaphore(settings.max_concurrent_gets)
+        # 0 means "no limit" in the reference; we still keep a generous cap
+        # so that a cold build cannot hold hundreds of bodies in memory.
+        self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
+        self._uploads: dict[bytes, Deferred[None]] = {}
+        self._closing = False
+
+    # get
+
+    async def get(self, action_id: bytes) -> Entry | None:
+        """
+        The entry for C{action_id}, or None for a miss.  Never raises.
+        """
+        self.stats.gets += 1
+        self.stats.asked.append(action_id)
+        entry = self._local.lookup(action_id)
+        if entry is not None:
+            self.stats.local_hits += 1
+            return entry
+        if self._settings.remote_enabled:
+            entry = await self._remote_get(action_id)
+        if entry is None:
+            self.stats.misses += 1
+        else:
+            self.stats.remote_hits += 1
+        return entry
+
+    async def _remote_get(self, action_id: bytes) -> Entry | None:
+        flight = self._flights.get(action_id)
+        if flight is None:
+            flight = self._flights[action_id] = _Flight()
+            Deferred.fromCoroutine(self._fly(action_id, flight))
+        # Time spent queued behind --max-concurrent-remote-gets does not count
+        # against the get timeout: only the fetch itself does.
+        await flight.wait_started()
+        started = self._clock.seconds()
+        waiter = flight.wait()
+        if self._settings.get_timeout > 0:
+            waiter.addTimeout(self._settings.get_timeout, self._clock)
+        try:
+            return await waiter
+        except (CancelledError, DeferredTimeout):
+            self.stats.remote_timeouts += 1
+            _log.warn("Remote get timed out, answering miss", action_id=action_id.hex())
+            return None
+        finally:
+            self.stats.remote_wait += self._clock.seconds() - started
+
+    async def _fly(self, action_id: bytes, flight: _Flight) -> None:
+        result: Entry | None = None
+        try:
+            result = await _limited(self._get_slots, lambda: self._fetch(action_id, flight))
+        except Exception as e:  # noqa: BLE001 - a remote problem is a miss
+            self.stats.remote_faults += 1
+            _log.warn("Remote get did not succeed, answering miss", action_id=action_id.hex(), reason=repr(e))
+        finally:
+            del self._flights[action_id]
+            flight.finish(result)
+
+    async def _fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
+        flight.mark_started()
+        try:
+            obj = await self._remote.get(action_id)
+        except NotFound:
+            return None
+        try:
+            return await self._download(action_id, obj)
+        except (codec.UnknownCompression, NotFound):
+            return None
+        except codec.CorruptObject as e:
+            self.stats.corrupt += 1
+            _log.warn("Remote object is corrupt, ignoring it", action_id=action_id.hex(), reason=str(e))
+            return None
+
+    async def _download(self, action_id: bytes, obj: RemoteObject) -> Entry:
+        decoder = codec.Decoder(obj.compression, obj.size)
+        big = max(obj.size, obj.stored_size) >= BIG
+        spool = Spool(self._local, in_memory=not big)
+        try:
+            async for chunk in obj.body:
+                self.stats.bytes_down += len(chunk)
+                if big:
+                    await self._thread(_feed, decoder, spool, chunk)
+                else:
+                    _feed(decoder, spool, chunk)
+            if spool.size != obj.size:
+                raise codec.CorruptObject(f"{spool.size} bytes, the metadata says {obj.size}")
+            if spool.digest != obj.output_id:
+                raise codec.CorruptObject("SHA-256 of the body differs from its OutputID")
+            if big:
+                return await self._thread(spool.commit, action_id, obj.output_id, obj.mtime)
+            return spool.commit(action_id, obj.output_id, obj.mtime)
+        except BaseException:
+            spool.discard()
+            raise
+
+    # put
+
+    def new_spool(self, size: int) -> Spool:
+        """
+        Where a put's body goes while it arrives.
+        """
+        return Spool(self._local, in_memory=size < BIG)
+
+    async def put(self, action_id: bytes, output_id: bytes, spool: Spool) -> Entry:
+        """
+        Commit a put whose body is in C{spool}; schedule its upload.
+
+        @raise LocalWriteError: the only failure a put reports.
+        """
+        self.stats.puts += 1
+        self.stats.put_bytes += spool.size
+        when = now(self._clock.seconds)
+        if spool.size >= BIG:
+            entry = await self._thread(spool.commit, action_id, output_id, when)
+        else:
+            entry = spool.commit(action_id, output_id, when)
+        if spool.digest != output_id:
+            # go's OutputID is the SHA-256 of the body; every reader would
+            # reject this object, so it is not worth uploading.
+            _log.warn("Put body does not match its OutputID; kept local only", action_id=action_id.hex())
+        elif self._settings.remote_enabled and entry.size >= self._settings.min_remote_put_size:
+            self._start_upload(action_id, entry)
+        return entry
+
+    def _start_upload(self, action_id: bytes, entry: Entry) -> None:
+        if action_id in self._uploads:
+            return
+        d = Deferred.fromCoroutine(_limited(self._put_slots, lambda: self._upload(action_id, entry)))
+        self._uploads[action_id] = d
+        d.addBoth(lambda _: self._uploads.pop(action_id, None))
+
+    async def _upload(self, action_id: bytes, entry: Entry) -> None:
+        job = Deferred.fromCoroutine(self._send(action_id, entry))
+        if self._settings.put_timeout > 0:
+            job.addTimeout(self._settings.put_timeout, self._clock)
+        try:
+            await job
+            self.stats.uploads += 1
+        except (CancelledError, DeferredTimeout):
+            self.stats.upload_faults += 1
+            _log.warn("Put to remote storage timed out", action_id=action_id.hex())
+        except Exception as e:  # noqa: BLE001 - uploads never reach go
+            self.stats.upload_faults += 1
+            _log.warn("Put to remote storage did not succeed", action_id=action_id.hex(), reason=repr(e))
+
+    async def _send(self, action_id: bytes, entry: Entry) -> None:
+        if entry.size >= BIG:
+            obj = await self._thread(_encode_file, action_id, entry)
+        else:
+            obj = _encode_file(action_id, entry)
+        await self._remote.put(obj)
+        self.stats.bytes_up += len(obj.data)
+
+    # close
+
+    async def close(self) -> None:
+        """
+        Wait for background uploads, at most C{max_background_wait} (0: no limit);
+        cancel what is left.
+        """
+        self._closing = True
+        pending = list(self._uploads.values())
+        if not pending:
+            return
+        _log.info("Waiting for background uploads", count=len(pending))
+        everything: Deferred[Any] = DeferredList(pending, consumeErrors=True)
+        limit = self._settings.max_background_wait
+        if limit > 0:
+            waiter: Deferred[None] = Deferred()
+
+            def wake(_: object = None) -> None:
+                if not waiter.called:
+                    waiter.callback(None)
+
+            everything.addBoth(wake)
+            timer = self._clock.callLater(limit, wake)
+            await waiter
+            if timer.active():
+                timer.cancel()
+        else:
+            await everything
+        left = [d for d in pending if not d.called]
+        if left:
+            self.stats.uploads_dropped += len(left)
+            _log.warn("background jobs did not finish in time", left=len(left))
+            for d in left:
+                d.cancel()
+
+
+def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
+    spool.write(decoder.feed(chunk))
+
+
+def _encode_file(action_id: bytes, entry: Entry) -> UploadObject:
+    with open(entry.path, "rb") as f:
+        raw = f.read()
+    if len(raw) != entry.size:
+        raise LocalWriteError(f"local file {entry.path} changed size")
+    compression, data = codec.encode(raw)
+    md5, sha256 = codec.checksums(data)
+    return UploadObject(
+        action_id=action_id,
+        output_id=entry.output_id,
+        size=entry.size,
+        compression=compression,
+        data=data,
+        md5=md5,
+        sha256=sha256,
+    )
+
+
+__all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]

@@ -1,0 +1,126 @@
+# -*- test-case-name: tests.unit.test_cli -*-
+"""
+The command line: C{cacheprog [direct]} (the GOCACHEPROG program) and
+C{cacheprog proxy}.
+
+Start-up is on the go command's critical path (it starts us once per go
+command), so the handshake is written as soon as the configuration is known
+to be good, before Twisted or any backend library is imported.  The go
+command keeps working meanwhile; its requests wait in the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from cacheprog import config as _config
+from cacheprog import log
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> NoReturn:
+    """
+    Parse, then run the chosen command; exits the process.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    try:
+        cfg = _config.parse(args, env)
+    except _config.Usage as u:
+        sys.stdout.write(u.text)
+        sys.stdout.flush()
+        raise SystemExit(0) from None
+    except _config.ConfigError as e:
+        _die(str(e))
+    log.configure(level=cfg.integer("log-level"), output=cfg.text("log-output"))
+    if cfg.command == "proxy":
+        _die("the proxy command is not available in this build yet")
+    raise SystemExit(_direct(cfg, env))
+
+
+def _die(message: str) -> NoReturn:
+    sys.stderr.write(f"cacheprog: {message}\nRun 'cacheprog --help' to see every option.\n")
+    raise SystemExit(1)
+
+
+def isolate_stdout() -> int:
+    """
+    Keep the protocol pipe on a private descriptor and point fd 1 and
+    C{sys.stdout} at stderr, so no library (nor a C extension) can write a
+    stray byte into the go command's JSON stream.
+
+    @return: the descriptor of the protocol pipe.
+    """
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return fd
+
+
+def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
+    from cacheprog.local import DiskStore, LocalWriteError
+    from cacheprog.profiling import Profiles
+    from cacheprog.remote.factory import check
+    from cacheprog.wire import handshake
+
+    profiles = Profiles.start(cfg)
+    root = cfg.text("root-directory") or _config.default_root()
+    if not os.path.isabs(root):
+        root = os.path.abspath(root)
+        log.Logger("cli").warn("Root directory is not absolute, using it from the current directory", root=root)
+    local = DiskStore(root)
+    try:
+        plan = check(cfg, env)
+        local.probe()
+    except (_config.ConfigError, LocalWriteError) as e:
+        _die(str(e))
+    protocol_fd = isolate_stdout()
+    os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
+    log.Logger("cli").info("Starting cacheprog", root=local.root, remote=plan.kind)
+    try:
+        return _serve(cfg, local, plan, protocol_fd)
+    finally:
+        profiles.stop()
+
+
+def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.stdio import StandardIO
+    from twisted.internet.threads import deferToThreadPool
+
+    from cacheprog.cache import Cache, Settings
+    from cacheprog.remote.factory import build
+    from cacheprog.stdio import CacheProtocol
+
+    reactor: Any = _reactor
+    log.route_twisted()
+
+    def run_in_thread(f: Any, *args: object) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    remote = build(plan, reactor, run_in_thread)
+    settings = Settings(
+        get_timeout=cfg.number("remote-get-timeout"),
+        put_timeout=cfg.number("remote-put-timeout"),
+        max_background_wait=cfg.number("max-background-wait"),
+        min_remote_put_size=cfg.integer("min-remote-put-size"),
+        max_concurrent_gets=cfg.integer("max-concurrent-remote-gets"),
+        max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
+        remote_enabled=plan.kind != "disabled",
+    )
+    cache = Cache(local, remote, reactor, run_in_thread, settings)
+    protocol = CacheProtocol(cache, run_in_thread)
+    status: list[int] = [1]
+
+    def finished(code: int) -> None:
+        status[0] = code
+        log.Logger("cli").info("cacheprog statistics " + cache.stats.summary())
+        reactor.stop()
+
+    protocol.done.addCallback(finished)
+    reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
+    reactor.run(installSignalHandlers=True)
+    return status[0]

@@ -1,0 +1,119 @@
+# -*- test-case-name: tests.unit.test_codec -*-
+"""
+How objects are encoded in remote storage, the same way as the Go reference:
+zstd frames when that is smaller, raw bytes otherwise; the local tier always
+holds raw bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+ZSTD = "zstd"
+RAW = ""
+
+
+class UnknownCompression(Exception):
+    """
+    The object was written with an algorithm we do not know (a newer writer):
+    a miss, not an error.
+    """
+
+
+class CorruptObject(Exception):
+    """
+    The stored bytes do not decode to what the metadata promised.
+    """
+
+
+def _zstd() -> Any:
+    # zstandard is a C extension; import it only once a remote store needs it.
+    import zstandard
+
+    return zstandard
+
+
+def encode(data: bytes) -> tuple[str, bytes]:
+    """
+    Compress C{data} with zstd when that makes it smaller.
+
+    @return: C{(algorithm, stored bytes)}.
+    """
+    if not data:
+        return RAW, data
+    compressed: bytes = _zstd().ZstdCompressor(level=3, write_checksum=True).compress(data)
+    if len(compressed) >= len(data):
+        return RAW, data
+    return ZSTD, compressed
+
+
+def checksums(data: bytes) -> tuple[bytes, bytes]:
+    """
+    MD5 and SHA-256 of stored bytes (S3 dedup and integrity headers).
+    """
+    return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
+
+
+class _Limited:
+    """
+    A sink for zstd's stream writer that refuses more than C{limit} bytes, so
+    a decompression bomb stops at the recorded size.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise CorruptObject(f"decompresses to more than the recorded {self.limit} bytes")
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+class Decoder:
+    """
+    Streaming decoder for one stored object.
+    """
+
+    def __init__(self, compression: str, size: int) -> None:
+        """
+        @param compression: the recorded algorithm.
+        @param size: the recorded uncompressed size; output is capped there.
+        @raise UnknownCompression: for any algorithm but raw and zstd.
+        """
+        if compression not in (RAW, ZSTD):
+            raise UnknownCompression(compression)
+        self._size = size
+        self._raw = 0
+        self._sink: _Limited | None = None
+        self._writer: Any = None
+        if compression == ZSTD:
+            self._sink = _Limited(size)
+            self._writer = _zstd().ZstdDecompressor().stream_writer(self._sink, write_return_read=True, closefd=False)
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Decode the next stored chunk; returns the raw bytes it yields.
+        """
+        if self._writer is None or self._sink is None:
+            self._raw += len(data)
+            if self._raw > self._size:
+                raise CorruptObject(f"longer than the recorded {self._size} bytes")
+            return data
+        try:
+            self._writer.write(data)
+            self._writer.flush()
+        except CorruptObject:
+            raise
+        except Exception as e:  # noqa: BLE001 - zstandard.ZstdError and friends
+            raise CorruptObject(f"zstd: {e}") from None
+        return self._sink.take()

@@ -1,0 +1,100 @@
+"""
+What the core needs from its collaborators.
+
+These are structural types (L{typing.Protocol}): any class with these methods
+fits, and mypy checks it.  The core (L{cacheprog.cache}) imports nothing else
+of the backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred
+
+T = TypeVar("T")
+
+
+class NotFound(Exception):
+    """
+    The remote store has no object under that key (or may not tell us: 403).
+    """
+
+
+@attrs.frozen
+class RemoteObject:
+    """
+    An object as the remote store holds it: possibly compressed bytes plus the
+    metadata the Go reference writes (so both tools can share a bucket).
+
+    @ivar output_id: the OutputID recorded with the object (raw 32 bytes).
+    @ivar size: the uncompressed size.
+    @ivar mtime: when it was stored; answered to go as C{Time}.
+    @ivar compression: C{""} (raw) or C{"zstd"}; anything else is a miss.
+    @ivar body: the stored bytes, in chunks, as they arrive.
+    """
+
+    output_id: bytes
+    size: int
+    mtime: datetime
+    compression: str
+    stored_size: int
+    body: AsyncIterator[bytes]
+
+
+@attrs.frozen
+class UploadObject:
+    """
+    An object ready to store: encoded bytes plus checksums of those bytes.
+    """
+
+    action_id: bytes
+    output_id: bytes
+    size: int
+    compression: str
+    data: bytes
+    md5: bytes
+    sha256: bytes
+
+
+class RemoteStore(Protocol):
+    """
+    A remote storage backend (s3, http, dir, memory, disabled).
+    """
+
+    name: str
+
+    async def get(self, action_id: bytes) -> RemoteObject:
+        """
+        Fetch one object.
+
+        @raise NotFound: when there is none.  Any other exception is a
+            failure (counted by the circuit breaker, answered as a miss).
+        """
+
+    def get_many(self, action_ids: Iterable[bytes]) -> AsyncIterator[tuple[bytes, RemoteObject | None]]:
+        """
+        Fetch many objects (prefetch); yields C{(action_id, object or None)}
+        in completion order.
+        """
+
+    async def put(self, obj: UploadObject) -> None:
+        """
+        Store one object (skipping the transfer when it is already there).
+        """
+
+    async def close(self) -> None:
+        """
+        Release connections.
+        """
+
+
+class ThreadRunner(Protocol):
+    """
+    Runs a blocking callable off the reactor thread (tests: synchronously).
+    """
+
+    def __call__(self, f: Callable[..., T], *args: object) -> Deferred[T]: ...

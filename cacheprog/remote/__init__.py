@@ -1,0 +1,4 @@
+"""
+Remote storage backends, one small class each, all fitting
+L{cacheprog.interfaces.RemoteStore}.
+"""

@@ -1,0 +1,119 @@
+# -*- test-case-name: tests.unit.test_remote -*-
+"""
+The C{dir} backend: a shared directory (a persistent CI volume, NFS) holding
+objects encoded exactly as in S3: the stored bytes (zstd when smaller) in
+C{<root>/<xx>/<hex(ActionID)>} and, beside them, the metadata the Go
+reference puts in S3 user metadata, in C{<hex(ActionID)>.meta}.
+
+Both files are written to temp names and renamed, data first.  A reader that
+races a writer may pair new data with old metadata; the core's SHA-256 check
+then turns that into a miss, never into wrong content.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+
+from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
+from cacheprog.remote.base import BulkGet, one_chunk
+
+
+def _write_atomic(directory: str, path: str, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def metadata(obj: UploadObject) -> dict[str, str]:
+    """
+    The reference's S3 user metadata for C{obj}.
+    """
+    meta = {
+        "output_id": base64.b64encode(obj.output_id).decode("ascii"),
+        "compression_algorithm": obj.compression,
+    }
+    if obj.size > 0:
+        meta["uncompressed_size"] = str(obj.size)
+    return meta
+
+
+class DirectoryStore(BulkGet):
+    """
+    Objects as files under C{root}; blocking file work runs in C{run_in_thread}.
+    """
+
+    name = "dir"
+
+    def __init__(self, root: str, run_in_thread: ThreadRunner) -> None:
+        self.root = os.path.abspath(root)
+        self._thread = run_in_thread
+
+    def probe(self) -> None:
+        """
+        Create the root (at start, so a bad path fails before the handshake).
+        """
+        os.makedirs(self.root, exist_ok=True)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"{self.root} is not writable")
+
+    def _paths(self, action_id: bytes) -> tuple[str, str, str]:
+        name = action_id.hex()
+        directory = os.path.join(self.root, name[:2])
+        return directory, os.path.join(directory, name), os.path.join(directory, name + ".meta")
+
+    async def get(self, action_id: bytes) -> RemoteObject:
+        return await self._thread(self._read, action_id)
+
+    def _read(self, action_id: bytes) -> RemoteObject:
+        _, data_path, meta_path = self._paths(action_id)
+        try:
+            with open(meta_path, "rb") as f:
+                meta = json.loads(f.read())
+            with open(data_path, "rb") as f:
+                data = f.read()
+                mtime = os.fstat(f.fileno()).st_mtime
+        except FileNotFoundError:
+            raise NotFound(action_id.hex()) from None
+        output_id = base64.b64decode(meta["output_id"])
+        size = int(meta.get("uncompressed_size") or 0) or len(data)
+        return RemoteObject(
+            output_id=output_id,
+            size=size,
+            mtime=datetime.fromtimestamp(mtime, tz=timezone.utc),
+            compression=meta.get("compression_algorithm", ""),
+            stored_size=len(data),
+            body=one_chunk(data),
+        )
+
+    async def put(self, obj: UploadObject) -> None:
+        await self._thread(self._write, obj)
+
+    def _write(self, obj: UploadObject) -> None:
+        directory, data_path, meta_path = self._paths(obj.action_id)
+        meta = metadata(obj)
+        try:
+            with open(meta_path, "rb") as f:
+                same = json.loads(f.read()) == meta
+            if same and os.stat(data_path).st_size == len(obj.data):
+                return
+        except (OSError, ValueError):
+            pass
+        os.makedirs(directory, exist_ok=True)
+        _write_atomic(directory, data_path, obj.data)
+        _write_atomic(directory, meta_path, json.dumps(meta).encode("ascii"))
+
+    async def close(self) -> None:
+        return None

