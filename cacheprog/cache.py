@@ -276,7 +276,11 @@ class Cache:
             return
         d = Deferred.fromCoroutine(_limited(self._put_slots, lambda: self._upload(action_id, entry)))
         self._uploads[action_id] = d
-        d.addBoth(lambda _: self._uploads.pop(action_id, None))
+
+        def forget(_: object) -> None:
+            del self._uploads[action_id]
+
+        d.addBoth(forget)
 
     async def _upload(self, action_id: bytes, entry: Entry) -> None:
         job = Deferred.fromCoroutine(self._send(action_id, entry))

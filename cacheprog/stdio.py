@@ -136,6 +136,8 @@ class CacheProtocol(Protocol):
         try:
             events = self._decoder.feed(data)
         except ProtocolError as e:
+            for event in e.events:
+                self._dispatch(event)
             self._malformed(str(e))
             return
         for event in events:

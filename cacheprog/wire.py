@@ -35,7 +35,12 @@ KNOWN_COMMANDS = ("get", "put", "close")
 class ProtocolError(Exception):
     """
     The input is not a GOCACHEPROG request stream; nothing after it can be trusted.
+
+    @ivar events: the events completed in the same feed before the bad input;
+        they are good and deserve answers.
     """
+
+    events: list[Event] = []
 
 
 @attrs.frozen
@@ -147,6 +152,14 @@ class RequestDecoder:
         """
         self._buffer += data
         events: list[Event] = []
+        try:
+            self._parse(events)
+        except ProtocolError as e:
+            e.events = events
+            raise
+        return events
+
+    def _parse(self, events: list[Event]) -> None:
         while self._buffer:
             if self._state == self._HEADER:
                 if not self._header(events):
@@ -158,7 +171,6 @@ class RequestDecoder:
                 self._body(events)
             elif not self._body_end(events):
                 break
-        return events
 
     def end(self) -> None:
         """

@@ -1,0 +1,125 @@
+"""
+Contract tests every remote backend must pass, run for memory and dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from cacheprog import codec
+from cacheprog.cache import inline_runner
+from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
+from cacheprog.remote.directory import DirectoryStore
+from cacheprog.remote.disabled import DisabledStore
+from cacheprog.remote.memory import MemoryStore
+
+from .helpers import action
+
+
+def upload(n: int, body: bytes) -> UploadObject:
+    compression, data = codec.encode(body)
+    md5, sha = codec.checksums(data)
+    return UploadObject(action(n), hashlib.sha256(body).digest(), len(body), compression, data, md5, sha)
+
+
+async def drain(obj: RemoteObject) -> bytes:
+    return b"".join([chunk async for chunk in obj.body])
+
+
+class ContractMixin:
+    store: Any
+
+    def make(self) -> Any:
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.store = self.make()
+
+    def wait(self, coro: Any) -> Any:
+        return self.successResultOf(Deferred.fromCoroutine(coro))  # type: ignore[attr-defined]
+
+    def test_round_trip(self) -> None:
+        """
+        What is put comes back with its metadata and stored bytes.
+        """
+        obj = upload(1, b"hello " * 100)
+        self.wait(self.store.put(obj))
+        got = self.wait(self.store.get(action(1)))
+        self.assertEqual(  # type: ignore[attr-defined]
+            (got.output_id, got.size, got.compression, got.stored_size),
+            (obj.output_id, obj.size, obj.compression, len(obj.data)),
+        )
+        self.assertEqual(self.wait(drain(got)), obj.data)  # type: ignore[attr-defined]
+
+    def test_missing(self) -> None:
+        """
+        An absent key raises NotFound.
+        """
+        self.failureResultOf(Deferred.fromCoroutine(self.store.get(action(2))), NotFound)  # type: ignore[attr-defined]
+
+    def test_get_many(self) -> None:
+        """
+        get_many answers every key once, None for the absent ones.
+        """
+        self.wait(self.store.put(upload(1, b"one")))
+
+        async def collect() -> dict[bytes, Any]:
+            return {k: v async for k, v in self.store.get_many([action(1), action(2)])}
+
+        found = self.wait(collect())
+        self.assertEqual(set(found), {action(1), action(2)})  # type: ignore[attr-defined]
+        self.assertIsNone(found[action(2)])  # type: ignore[attr-defined]
+        self.assertIsNotNone(found[action(1)])  # type: ignore[attr-defined]
+
+
+class MemoryTests(ContractMixin, SynchronousTestCase):
+    def make(self) -> Any:
+        return MemoryStore()
+
+
+class DirectoryTests(ContractMixin, SynchronousTestCase):
+    def make(self) -> Any:
+        store = DirectoryStore(self.mktemp(), inline_runner)
+        store.probe()
+        return store
+
+    def test_reference_metadata(self) -> None:
+        """
+        The meta file holds the reference's S3 metadata names and encodings.
+        """
+        obj = upload(1, b"x" * 1000)
+        self.wait(self.store.put(obj))
+        name = action(1).hex()
+        with open(os.path.join(self.store.root, name[:2], name + ".meta")) as f:
+            meta = json.load(f)
+        self.assertEqual(meta["compression_algorithm"], "zstd")
+        self.assertEqual(meta["uncompressed_size"], "1000")
+        self.assertEqual(len(meta["output_id"]), 44)
+
+    def test_identical_not_rewritten(self) -> None:
+        """
+        Putting an identical object again leaves the file alone.
+        """
+        obj = upload(1, b"same")
+        self.wait(self.store.put(obj))
+        name = action(1).hex()
+        path = os.path.join(self.store.root, name[:2], name)
+        inode = os.stat(path).st_ino
+        self.wait(self.store.put(obj))
+        self.assertEqual(os.stat(path).st_ino, inode)
+
+
+class DisabledTests(SynchronousTestCase):
+    def test_nothing(self) -> None:
+        """
+        The disabled store misses everything and accepts every put.
+        """
+        store = DisabledStore()
+        self.failureResultOf(Deferred.fromCoroutine(store.get(action(1))), NotFound)
+        self.successResultOf(Deferred.fromCoroutine(store.put(upload(1, b"x"))))
