@@ -23,7 +23,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
 from cacheprog import codec
-from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, UploadObject
+from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, Unavailable, UploadObject
 from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
 from cacheprog.log import Logger
 from cacheprog.stats import Stats
@@ -33,6 +33,8 @@ T = TypeVar("T")
 
 #: Bodies from this size on are decoded, hashed and written in the thread pool.
 BIG = 1 << 20
+#: The least time a download may go on after go was answered "miss" (seconds).
+DOWNLOAD_DEADLINE = 60.0
 
 
 @attrs.frozen
@@ -197,13 +199,26 @@ class Cache:
     async def _fly(self, action_id: bytes, flight: _Flight) -> None:
         result: Entry | None = None
         try:
-            result = await _limited(self._get_slots, lambda: self._fetch(action_id, flight))
+            result = await _limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
+        except Unavailable:
+            pass
+        except (CancelledError, DeferredTimeout):
+            self.stats.remote_faults += 1
+            _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason="download deadline")
         except Exception as e:  # noqa: BLE001 - a remote problem is a miss
             self.stats.remote_faults += 1
-            _log.warn("Remote get did not succeed, answering miss", action_id=action_id.hex(), reason=repr(e))
+            _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason=repr(e))
         finally:
             del self._flights[action_id]
             flight.finish(result)
+
+    async def _bounded_fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
+        # go is answered "miss" at the get timeout, but the download goes on
+        # into the local tier; this deadline makes sure it ends.
+        job = Deferred.fromCoroutine(self._fetch(action_id, flight))
+        if self._settings.get_timeout > 0:
+            job.addTimeout(max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout), self._clock)
+        return await job
 
     async def _fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         flight.mark_started()
@@ -289,12 +304,14 @@ class Cache:
         try:
             await job
             self.stats.uploads += 1
+        except Unavailable:
+            self.stats.uploads_skipped += 1
         except (CancelledError, DeferredTimeout):
             self.stats.upload_faults += 1
-            _log.warn("Put to remote storage timed out", action_id=action_id.hex())
+            _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason="put timeout")
         except Exception as e:  # noqa: BLE001 - uploads never reach go
             self.stats.upload_faults += 1
-            _log.warn("Put to remote storage did not succeed", action_id=action_id.hex(), reason=repr(e))
+            _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason=repr(e))
 
     async def _send(self, action_id: bytes, entry: Entry) -> None:
         if entry.size >= BIG:

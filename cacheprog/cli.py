@@ -102,6 +102,10 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     remote = build(plan, reactor, run_in_thread)
+    if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
+        from cacheprog.remote.breaker import BreakerStore
+
+        remote = BreakerStore(remote, cfg.integer("max-consecutive-errors"), cfg.number("retry-after"), reactor)
     settings = Settings(
         get_timeout=cfg.number("remote-get-timeout"),
         put_timeout=cfg.number("remote-put-timeout"),

@@ -24,6 +24,13 @@ class NotFound(Exception):
     """
 
 
+class Unavailable(Exception):
+    """
+    The remote store is switched off for now (circuit breaker open): the call
+    was not even tried.  A miss for gets; a skipped upload for puts.
+    """
+
+
 @attrs.frozen
 class RemoteObject:
     """

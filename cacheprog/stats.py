@@ -26,6 +26,7 @@ class Stats:
     uploads: int = 0
     upload_faults: int = 0
     uploads_dropped: int = 0
+    uploads_skipped: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     remote_wait: float = 0.0
@@ -58,5 +59,6 @@ class Stats:
             ("remote_faults", self.remote_faults + self.upload_faults),
             ("corrupt_objects", self.corrupt),
             ("uploads_dropped", self.uploads_dropped),
+            ("uploads_skipped", self.uploads_skipped),
         ]
         return " ".join(f"{k}={v}" for k, v in fields)
