@@ -88,6 +88,7 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
 
 def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     from twisted.internet import reactor as _reactor
+    from twisted.internet.error import ReactorNotRunning
     from twisted.internet.stdio import StandardIO
     from twisted.internet.threads import deferToThreadPool
 
@@ -122,9 +123,16 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     def finished(code: int) -> None:
         status[0] = code
         log.Logger("cli").info("cacheprog statistics " + cache.stats.summary())
-        reactor.stop()
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # a signal is already stopping it
 
     protocol.done.addCallback(finished)
+    # SIGINT/SIGTERM stop the reactor; first let the protocol answer what is
+    # in flight and drain uploads (the reference ignored signals until the
+    # next request arrived).
+    reactor.addSystemEventTrigger("before", "shutdown", protocol.shutdown)
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
     reactor.run(installSignalHandlers=True)
     return status[0]

@@ -169,6 +169,25 @@ class CacheProtocol(Protocol):
         if not self.done.called:
             self.done.callback(self._status)
 
+    def shutdown(self) -> Deferred[None] | None:
+        """
+        A signal asked us to stop: answer what is in flight, drain uploads
+        (bounded), close stdout.  Fires when that is done.
+        """
+        if self.done.called:
+            return None
+        if not self._ending:
+            _log.info("Stopping on a signal; answering requests in flight first")
+            self._end(None)
+        waiter: Deferred[None] = Deferred()
+
+        def over(status: int) -> int:
+            waiter.callback(None)
+            return status
+
+        self.done.addCallback(over)
+        return waiter
+
     # dispatch
 
     def _dispatch(self, event: Event) -> None:

@@ -215,3 +215,27 @@ class ProtocolTests(SynchronousTestCase):
         answers = self.answers(transport)[1:]
         self.assertTrue(all("Err" not in a for a in answers), answers)
         self.assertEqual(sorted(str(a["ID"]) for a in answers), ["1", "2"])
+
+
+class ShutdownTests(SynchronousTestCase):
+    def test_signal_answers_in_flight(self) -> None:
+        """
+        shutdown (on SIGTERM) answers the requests in flight, closes stdout,
+        and fires once the run is over.
+        """
+        local = DiskStore(self.mktemp())
+        local.probe()
+        gated = GatedStore()
+        proto = CacheProtocol(Cache(local, gated, Clock()), inline_runner)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(get(1, action(1)))
+        waiting = proto.shutdown()
+        assert waiting is not None
+        self.assertNoResult(waiting)
+        gated.release()
+        self.assertEqual(json.loads(transport.value()), {"ID": 1, "Miss": True})
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(None)
+        self.successResultOf(waiting)
+        self.assertIsNone(proto.shutdown())
