@@ -23,7 +23,15 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
 from cacheprog import codec
-from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, Unavailable, UploadObject
+from cacheprog.interfaces import (
+    LocalObserver,
+    NotFound,
+    RemoteObject,
+    RemoteStore,
+    ThreadRunner,
+    Unavailable,
+    UploadObject,
+)
 from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
 from cacheprog.log import Logger
 from cacheprog.stats import Stats
@@ -140,6 +148,7 @@ class Cache:
         run_in_thread: ThreadRunner = inline_runner,
         settings: Settings = Settings(),
         stats: Stats | None = None,
+        observer: LocalObserver | None = None,
     ) -> None:
         self._local = local
         self._remote = remote
@@ -147,6 +156,7 @@ class Cache:
         self._thread = run_in_thread
         self._settings = settings
         self.stats = stats if stats is not None else Stats()
+        self._observer = observer
         self._flights: dict[bytes, _Flight] = {}
         self._get_slots = _semaphore(settings.max_concurrent_gets)
         # 0 means "no limit" in the reference; we still keep a generous cap
@@ -163,7 +173,10 @@ class Cache:
         """
         self.stats.gets += 1
         self.stats.asked.append(action_id)
+        started = self._clock.seconds()
         entry = self._local.lookup(action_id)
+        if self._observer is not None:
+            self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
             self.stats.local_hits += 1
             return entry
@@ -274,10 +287,18 @@ class Cache:
         self.stats.puts += 1
         self.stats.put_bytes += spool.size
         when = now(self._clock.seconds)
-        if spool.size >= BIG:
-            entry = await self._thread(spool.commit, action_id, output_id, when)
-        else:
-            entry = spool.commit(action_id, output_id, when)
+        started = self._clock.seconds()
+        try:
+            if spool.size >= BIG:
+                entry = await self._thread(spool.commit, action_id, output_id, when)
+            else:
+                entry = spool.commit(action_id, output_id, when)
+        except LocalWriteError:
+            if self._observer is not None:
+                self._observer.local_put(self._clock.seconds() - started, None)
+            raise
+        if self._observer is not None:
+            self._observer.local_put(self._clock.seconds() - started, entry.size)
         if spool.digest != output_id:
             # go's OutputID is the SHA-256 of the body; every reader would
             # reject this object, so it is not worth uploading.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -36,7 +37,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _die(str(e))
     log.configure(level=cfg.integer("log-level"), output=cfg.text("log-output"))
     if cfg.command == "proxy":
-        _die("the proxy command is not available in this build yet")
+        from cacheprog.proxy.tap import run as _run_proxy
+
+        raise SystemExit(_run_proxy(cfg, env))
     raise SystemExit(_direct(cfg, env))
 
 
@@ -58,6 +61,9 @@ def isolate_stdout() -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return fd
+
+
+_STARTED = time.monotonic()
 
 
 def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
@@ -116,8 +122,13 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
         max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
         remote_enabled=plan.kind != "disabled",
     )
-    cache = Cache(local, remote, reactor, run_in_thread, settings)
-    protocol = CacheProtocol(cache, run_in_thread)
+    metrics, after_close = _metrics(cfg, reactor)
+    if metrics is not None and plan.kind != "disabled":
+        from cacheprog.remote.observing import ObservingStore
+
+        remote = ObservingStore(remote, metrics, reactor)
+    cache = Cache(local, remote, reactor, run_in_thread, settings, observer=metrics)
+    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close)
     status: list[int] = [1]
 
     def finished(code: int) -> None:
@@ -136,3 +147,38 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
     reactor.run(installSignalHandlers=True)
     return status[0]
+
+
+def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
+    """
+    Metrics and their push at close, only when a push endpoint is set (no
+    endpoint: no prometheus_client import, no cost).  The push happens
+    before stdout closes, so go waits for it, at most its 5 s timeout.
+    """
+    endpoint = cfg.text("metrics-push-endpoint")
+    if not endpoint:
+        return None, None
+    from treq.client import HTTPClient
+    from twisted.internet.defer import Deferred
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from cacheprog.metrics import Metrics, push_at_exit
+
+    metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
+
+    def after_close() -> Deferred[bool]:
+        metrics.run_time(time.monotonic() - _STARTED)
+        client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))  # type: ignore[no-untyped-call]
+        return Deferred.fromCoroutine(
+            push_at_exit(
+                metrics,
+                client,
+                reactor,
+                endpoint,
+                method=cfg.text("metrics-push-method"),
+                extra_labels=cfg.mapping("metrics-push-extra-labels"),
+                extra_headers=cfg.mapping("metrics-push-extra-headers"),
+            )
+        )
+
+    return metrics, after_close

@@ -99,6 +99,17 @@ class RemoteStore(Protocol):
         """
 
 
+class LocalObserver(Protocol):
+    """
+    Told about every local-tier lookup and write (metrics).  C{size} is None
+    for a miss or a failed write.
+    """
+
+    def local_get(self, seconds: float, size: int | None) -> None: ...
+
+    def local_put(self, seconds: float, size: int | None) -> None: ...
+
+
 class ThreadRunner(Protocol):
     """
     Runs a blocking callable off the reactor thread (tests: synchronously).

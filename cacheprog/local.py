@@ -26,10 +26,9 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO
-
-import attrs
 
 from cacheprog.wire import format_time
 
@@ -40,7 +39,7 @@ class LocalWriteError(Exception):
     """
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Entry:
     """
     A usable local entry.

@@ -25,9 +25,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
-
-import attrs
 
 KNOWN_COMMANDS = ("get", "put", "close")
 
@@ -43,7 +42,7 @@ class ProtocolError(Exception):
     events: list[Event] = []
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Request:
     """
     One request header.  C{action_id}/C{output_id} are raw bytes (decoded base64).
@@ -56,7 +55,7 @@ class Request:
     body_size: int = 0
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class BodyChunk:
     """
     A piece of the base64 text of the current put's body (quotes stripped).
@@ -65,7 +64,7 @@ class BodyChunk:
     data: bytes
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class BodyEnd:
     """
     The current put's body is complete.
@@ -233,7 +232,7 @@ class RequestDecoder:
         return True
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class Response:
     """
     One answer.  Empty fields are omitted on the wire, as Go's encoder does.

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
-
-import attrs
 
 from cacheprog.config import Config, ConfigError
 
 
-@attrs.frozen
+@dataclass(frozen=True)
 class RemotePlan:
     """
     A validated remote-storage configuration.
     """
 
     kind: str
-    options: dict[str, Any] = attrs.field(factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def check(config: Config, environ: Mapping[str, str]) -> RemotePlan:
@@ -48,6 +47,14 @@ def check(config: Config, environ: Mapping[str, str]) -> RemotePlan:
         if not os.access(root, os.W_OK | os.X_OK):
             raise ConfigError(f"{config.source('dir-storage-root')}={root!r} is not writable")
         return RemotePlan(kind, {"root": os.path.abspath(root)})
+    if kind == "s3":
+        from cacheprog.remote.s3config import check_s3
+
+        return RemotePlan(kind, check_s3(config, environ))
+    if kind == "http":
+        from cacheprog.remote.httpcontract import check_http_options
+
+        return RemotePlan(kind, check_http_options(config))
     raise ConfigError(
         f"remote storage type {kind!r} ({config.source('remote-storage-type')}) is not available in this build yet"
     )
@@ -63,6 +70,14 @@ def build(plan: RemotePlan, reactor: Any, run_in_thread: Any) -> Any:
         store = DirectoryStore(plan.options["root"], run_in_thread)
         store.probe()
         return store
+    if plan.kind == "s3":
+        from cacheprog.remote.s3 import build_s3_store
+
+        return build_s3_store(plan.options, reactor, run_in_thread)
+    if plan.kind == "http":
+        from cacheprog.remote.http import build_http_store
+
+        return build_http_store(plan.options, reactor)
     if plan.kind == "memory":
         from cacheprog.remote.memory import MemoryStore
 
