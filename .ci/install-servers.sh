@@ -73,11 +73,7 @@ fi
 
 # Go tools ------------------------------------------------------------------
 have_go=1
-if ! command -v go >/dev/null 2>&1; then
-    have_go=0
-    echo "install-servers: 'go' not on PATH: cannot build toxiproxy or minio" >&2
-    status=1
-fi
+command -v go >/dev/null 2>&1 || have_go=0
 
 # ---------------------------------------------------------------- Toxiproxy
 # go install names the binaries after their package dirs (server, cli), so
@@ -100,7 +96,8 @@ elif [ "$have_go" = 1 ]; then
     fi
     rm -rf "$scratch"
 else
-    report toxiproxy "SKIPPED: no go" 0
+    report toxiproxy "FAILED: 'go' is not on PATH" 0
+    status=1
 fi
 
 # -------------------------------------------------------------------- MinIO
@@ -110,7 +107,7 @@ if [ -x "$TOOLS_DIR/minio" ]; then
 elif [ "${CACHEPROG_SKIP_MINIO:-0}" = 1 ]; then
     report minio "SKIPPED (CACHEPROG_SKIP_MINIO=1): MinIO tests will skip" 0
 elif [ "$have_go" = 0 ]; then
-    report minio "SKIPPED: no go; MinIO tests will skip" 0
+    report minio "NOT BUILT: 'go' is not on PATH; MinIO tests will skip" 0
 else
     # Build into a scratch GOBIN so a half-written binary never lands.
     scratch="$(mktemp -d)"

@@ -64,6 +64,7 @@ __all__ = [
     "ToxiproxyError",
     "find_tool",
     "free_port",
+    "iter_server_classes",
     "tools_dir",
     "unavailable_reason",
 ]
@@ -407,7 +408,7 @@ class ManagedProcess:
                 cwd=self.workdir,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except OSError as error:
             log_file.close()
@@ -610,9 +611,7 @@ class SeaweedFS(S3Server):
             "identities": [
                 {
                     "name": "cacheprog",
-                    "credentials": [
-                        {"accessKey": self.access_key, "secretKey": self.secret_key}
-                    ],
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                 }
             ]
@@ -631,6 +630,8 @@ class SeaweedFS(S3Server):
             ("s3.port.lance", "0"),
             ("webdav", "false"),
             ("admin.ui", "false"),
+            # Stop fast: no grace period before the volume server goes down.
+            ("volume.preStopSeconds", "0"),
         ]
         required = {"dir", "ip", "ip.bind", "s3.config", "master.telemetry", *ports}
         argv = [weed, "mini"]
@@ -732,7 +733,7 @@ class MotoServer(S3Server):
 
     kind: ClassVar[str] = "moto"
     checks_signatures: ClassVar[bool] = False
-    python_modules: ClassVar[tuple[str, ...]] = ("botocore", "moto.server", "flask", "werkzeug")
+    python_modules: ClassVar[tuple[str, ...]] = ("botocore", "moto.server", "flask", "flask_cors", "werkzeug")
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
         self.port = free_port()
@@ -898,17 +899,11 @@ class Toxiproxy(ManagedProcess):
     def remove_toxic(self, proxy: str, toxic_name: str) -> None:
         self.api("DELETE", f"/proxies/{proxy}/toxics/{toxic_name}")
 
-    def add_latency(
-        self, proxy: str, latency_ms: int, jitter_ms: int = 0, *, stream: str = "downstream"
-    ) -> str:
+    def add_latency(self, proxy: str, latency_ms: int, jitter_ms: int = 0, *, stream: str = "downstream") -> str:
         """Delay data by ``latency_ms`` ± ``jitter_ms``."""
-        return self.add_toxic(
-            proxy, "latency", {"latency": latency_ms, "jitter": jitter_ms}, stream=stream
-        )
+        return self.add_toxic(proxy, "latency", {"latency": latency_ms, "jitter": jitter_ms}, stream=stream)
 
-    def add_reset_peer(
-        self, proxy: str, timeout_ms: int = 0, *, stream: str = "downstream"
-    ) -> str:
+    def add_reset_peer(self, proxy: str, timeout_ms: int = 0, *, stream: str = "downstream") -> str:
         """Reset connections (TCP RST) after ``timeout_ms`` (0 = at once)."""
         return self.add_toxic(proxy, "reset_peer", {"timeout": timeout_ms}, stream=stream)
 
