@@ -1,0 +1,781 @@
+# -*- test-case-name: tests.unit.test_s3,tests.integration.test_s3_servers -*-
+"""
+The C{s3} backend: objects in an S3-compatible bucket, in the Go reference's
+format, so both tools can share a bucket.
+
+ - key: the prefix path-joined with the lowercase hex ActionID
+   (L{cacheprog.remote.s3config.object_key});
+ - body: the stored bytes (zstd when smaller; the core encodes and decodes);
+ - user metadata: C{x-amz-meta-output_id} (standard base64 of the OutputID),
+   C{x-amz-meta-compression_algorithm} (C{zstd} or empty) and
+   C{x-amz-meta-uncompressed_size} (decimal, only when > 0).
+
+get is one GetObject, streamed: the body reaches the core chunk by chunk and
+the connection is paused while more than C{high_water} bytes wait to be
+consumed.  404 C{NoSuchKey} and 403 C{AccessDenied} are L{NotFound}; any
+other answer is an error (a wrong secret is an error, never a hit).
+
+put is a HeadObject with C{If-Match: <hex MD5 of the stored bytes>}; when it
+answers 200 with the metadata we would write, the upload is skipped.
+Otherwise one PutObject with the metadata, C{x-amz-checksum-sha256} and the
+precomputed payload SHA-256 as C{x-amz-content-sha256} (so nothing is hashed
+twice), plus C{Expires} when C{--s3-expiration} > 0 (only a header: real
+expiry needs a lifecycle rule).
+
+Requests are signed with botocore's SigV4 (L{botocore.auth.S3SigV4Auth} on a
+L{botocore.awsrequest.AWSRequest}) and sent with treq over a persistent
+L{HTTPConnectionPool}.  txaws is not an option: its only PyPI release does
+not import on Python 3.  Headers named in C{--s3-exclude-headers-from-signing}
+are sent but left out of the signature.  treq adds C{Accept-Encoding: gzip}
+after signing, so that header is never signed (the GCS rewrite of it, aws-sdk-go-v2
+#1816, cannot break our signatures).
+
+Retries (the reference has none): 5xx, 429 and connection failures are tried
+again C{retries} times with C{backoff} delays, inside the core's get/put
+timeouts.  Cancelling the Deferred of a get or put (what the core's timeouts
+do) aborts the request in flight or the backoff wait.
+
+Region (C{--s3-region} empty): detected once, lazily, by the first request
+(never before the handshake, never on a path where nobody needs it):
+GetBucketLocation signed for us-east-1, sent to the configured endpoint with
+the same addressing (a custom or C{minio+} endpoint is never sent to AWS),
+with a C{region_timeout} (2 s) budget.  If it gives no answer, the
+C{x-amz-bucket-region} header of that answer or of a HeadBucket is used.
+Failing that: C{AWS_REGION}, C{AWS_DEFAULT_REGION}, the botocore profile's
+region, C{us-east-1}, with a warning.  The C{LocationConstraint} element is
+found wherever it sits in the XML (SeaweedFS wraps it in a non-standard root).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.python.failure import Failure
+
+from cacheprog import __version__
+from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
+from cacheprog.log import Logger
+from cacheprog.remote.base import BulkGet, one_chunk
+from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
+from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
+
+_log = Logger("s3")
+T = TypeVar("T")
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+USER_AGENT = f"cacheprog/{__version__}"
+#: Answers worth another try (throttling and server trouble).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Error bodies are read up to this size (for their code); bigger: aborted.
+ERROR_BODY_LIMIT = 64 * 1024
+_META = "x-amz-meta-"
+
+
+class HTTPClient(Protocol):
+    """
+    What the store needs of its HTTP client: L{treq.client.HTTPClient} or
+    L{treq.testing.StubTreq}.
+    """
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Any = None,
+        data: Any = None,
+        unbuffered: bool = False,
+        allow_redirects: bool = True,
+    ) -> Deferred[Any]: ...
+
+
+class S3Error(Exception):
+    """
+    S3 answered with an error (or could not be reached).
+
+    @ivar status: the HTTP status (0: no answer).
+    @ivar code: the S3 error code (C{SlowDown}, C{NoSuchBucket}...) or C{""}.
+    """
+
+    def __init__(self, operation: str, status: int = 0, code: str = "", message: str = "") -> None:
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.message = message
+        parts = [f"HTTP {status}"] if status else []
+        if code:
+            parts.append(code)
+        if message:
+            parts.append(message)
+        super().__init__(f"{operation}: {': '.join(parts) or 'failed'}")
+
+
+def object_metadata(obj: UploadObject) -> dict[str, str]:
+    """
+    The user metadata the Go reference writes for C{obj}.
+    """
+    meta = {
+        "output_id": base64.b64encode(obj.output_id).decode("ascii"),
+        "compression_algorithm": obj.compression,
+    }
+    if obj.size > 0:
+        meta["uncompressed_size"] = str(obj.size)
+    return meta
+
+
+def _same_metadata(stored: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """
+    Whether the metadata S3 returned is what we would write.  An empty value
+    and a missing one are the same (servers and SDKs drop empty headers).
+    """
+    return {k: v for k, v in stored.items() if v} == {k: v for k, v in wanted.items() if v}
+
+
+def response_metadata(headers: Any) -> dict[str, str]:
+    """
+    The C{x-amz-meta-*} headers of a Twisted response, lowercased names
+    without the prefix.
+    """
+    meta: dict[str, str] = {}
+    for name, values in headers.getAllRawHeaders():
+        lname = (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+        if lname.startswith(_META) and values:
+            value = values[-1]
+            meta[lname[len(_META) :]] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return meta
+
+
+def _header(headers: Any, name: str) -> str | None:
+    values = headers.getRawHeaders(name)
+    if not values:
+        return None
+    value = values[-1]
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+def parse_location(body: bytes) -> str:
+    """
+    The region in a GetBucketLocation answer, wherever the
+    C{LocationConstraint} element sits.  Empty means us-east-1; C{EU} is the
+    legacy name of eu-west-1.
+
+    @raise ValueError: when there is no such element.
+    """
+    root = ET.fromstring(body)
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == "LocationConstraint":
+            text = (element.text or "").strip()
+            if not text:
+                return DEFAULT_REGION
+            return "eu-west-1" if text == "EU" else text
+    raise ValueError("no LocationConstraint in the answer")
+
+
+def parse_error(body: bytes) -> tuple[str, str]:
+    """
+    (code, message) of an S3 error document; C{("", "")} if there is none.
+    """
+    if not body.strip():
+        return "", ""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return "", body[:200].decode("utf-8", "replace").strip()
+    code = message = ""
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "Code" and not code:
+            code = (element.text or "").strip()
+        elif tag == "Message" and not message:
+            message = (element.text or "").strip()
+    return code, message
+
+
+_AUTH: list[Any] = []
+
+
+def _auth_class() -> Any:
+    """
+    botocore's S3 SigV4 signer, taking the payload hash we computed already
+    (the Go reference's precomputed-SHA256 middleware) instead of hashing
+    the body again.
+    """
+    if not _AUTH:
+        from botocore.auth import S3SigV4Auth
+
+        class PrecomputedPayloadAuth(S3SigV4Auth):  # type: ignore[misc]
+            def payload(self, request: Any) -> str:
+                return str(request.context["cacheprog_payload_sha256"])
+
+        _AUTH.append(PrecomputedPayloadAuth)
+    return _AUTH[0]
+
+
+def sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    payload_sha256: str,
+    credentials: Any,
+    region: str,
+    exclude: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """
+    The headers to send for a SigV4-signed request: C{headers} plus
+    C{Authorization}, C{X-Amz-Date}, C{X-Amz-Content-SHA256} and (with a
+    session token) C{X-Amz-Security-Token}.  Headers named in C{exclude}
+    (lowercase) are sent but not signed.
+    """
+    from botocore.awsrequest import AWSRequest
+
+    unsigned = {k: v for k, v in headers.items() if k.lower() in exclude}
+    request = AWSRequest(method=method, url=url, headers={k: v for k, v in headers.items() if k not in unsigned})
+    request.context["cacheprog_payload_sha256"] = payload_sha256
+    _auth_class()(credentials, "s3", region).add_auth(request)
+    signed = {str(k): str(v) for k, v in request.headers.items()}
+    signed.update(unsigned)
+    return signed
+
+
+class _Tracked(Generic[T]):
+    """
+    A Deferred that remembers whether it was cancelled: what a cancelled
+    request fails with depends on when the cancel lands (C{CancelledError},
+    C{ResponseNeverReceived}, even C{DNSLookupError} while the host name is
+    being resolved), and a cancelled request must never be retried.
+    """
+
+    def __init__(self, inner: Deferred[T]) -> None:
+        self.cancelled = False
+        self._inner = inner
+        self.deferred: Deferred[T] = Deferred(self._cancel)
+        inner.addCallbacks(self._pass, self._fail)
+
+    def _pass(self, result: T) -> None:
+        if not self.deferred.called:
+            self.deferred.callback(result)
+
+    def _fail(self, failure: Failure) -> None:
+        if not self.deferred.called:
+            self.deferred.errback(failure)
+
+    def _cancel(self, _: Deferred[T]) -> None:
+        self.cancelled = True
+        self._inner.cancel()
+
+
+def _retryable(error: BaseException) -> bool:
+    """
+    Connection trouble worth another try: refused, reset, closed before the
+    answer, connect timeout.
+    """
+    from twisted.internet import error as ierror
+    from twisted.web.client import RequestTransmissionFailed, ResponseFailed
+
+    return isinstance(
+        error,
+        (
+            ierror.ConnectError,
+            ierror.ConnectionLost,
+            ierror.ConnectionClosed,
+            ierror.TimeoutError,
+            ResponseFailed,
+            RequestTransmissionFailed,
+        ),
+    )
+
+
+def _describe(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return f"{type(error).__name__}: " + "; ".join(r.getErrorMessage() for r in reasons)
+    return f"{type(error).__name__}: {error}"
+
+
+async def read_limited(response: Any, limit: int = ERROR_BODY_LIMIT) -> bytes:
+    """
+    The body of a (small) response; beyond C{limit} bytes the connection is
+    dropped and what was read so far is returned.  Never raises for the body.
+    """
+    import treq
+
+    chunks: list[bytes] = []
+    size = [0]
+
+    def collect(data: bytes) -> None:
+        size[0] += len(data)
+        if size[0] > limit:
+            raise ValueError("body too large")
+        chunks.append(data)
+
+    try:
+        await treq.collect(response, collect)
+    except CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a broken error body is still an error
+        pass
+    return b"".join(chunks)
+
+
+class _BodyProtocol(TwistedProtocol):
+    """
+    Receives a response body; pauses the connection while C{high_water}
+    bytes wait for the consumer.
+    """
+
+    def __init__(self, high_water: int) -> None:
+        self.high_water = high_water
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.paused = False
+        self.done = False
+        self.error: Failure | None = None
+        self.waiter: Deferred[None] | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered >= self.high_water and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self._wake()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        from twisted.web.client import ResponseDone
+        from twisted.web.http import PotentialDataLoss
+
+        self.done = True
+        if reason is not None and not reason.check(ResponseDone, PotentialDataLoss):  # type: ignore[no-untyped-call]
+            self.error = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    def take(self) -> bytes:
+        chunk = self.chunks.popleft()
+        self.buffered -= len(chunk)
+        if self.paused and not self.done and self.buffered < self.high_water // 2 and self.transport is not None:
+            self.paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        return chunk
+
+    def abort(self) -> None:
+        """
+        Drop the connection under an unfinished body, so it never goes back
+        to the pool.  C{abortConnection} on the TCP transport, when we can
+        reach it (Twisted's body transport is a proxy): C{loseConnection}
+        (what C{stopProducing} does) lets a read already polled complete
+        the response and pool the closing connection.
+        """
+        if self.done or self.transport is None:
+            return
+        underlying = getattr(self.transport, "_producer", None)
+        abort = getattr(underlying, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+
+class BodyStream:
+    """
+    A streamed response body as the core reads it (an async iterator of
+    chunks).  Dropping it before the end (or L{close}) closes the connection.
+    """
+
+    def __init__(self, response: Any, high_water: int) -> None:
+        self._protocol = _BodyProtocol(high_water)
+        self._finished = False
+        response.deliverBody(self._protocol)
+
+    def __aiter__(self) -> BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        protocol = self._protocol
+        while not protocol.chunks:
+            if protocol.done:
+                self._finished = True
+                if protocol.error is not None:
+                    raise S3Error("get object", message=f"body interrupted: {protocol.error.getErrorMessage()}")
+                raise StopAsyncIteration
+            waiter: Deferred[None] = Deferred(self._cancel)
+            protocol.waiter = waiter
+            await waiter
+        return protocol.take()
+
+    def _cancel(self, waiter: Deferred[None]) -> None:
+        self._protocol.waiter = None
+        self.close()
+
+    async def read(self) -> bytes:
+        """
+        The whole (rest of the) body.
+        """
+        return b"".join([chunk async for chunk in self])
+
+    def close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._protocol.abort()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing to report to at collection time
+            pass
+
+
+class _Shared(Generic[T]):
+    """
+    One job, many waiters: the first call starts it, everyone gets its
+    result; cancelling a waiter does not cancel the job.  A failure is not
+    kept (the next call tries again).
+    """
+
+    def __init__(self, job: Callable[[], Awaitable[T]]) -> None:
+        self._job = job
+        self._waiters: list[Deferred[T]] | None = None
+
+    def wait(self) -> Deferred[T]:
+        waiter: Deferred[T] = Deferred(self._abandon)
+        if self._waiters is None:
+            self._waiters = [waiter]
+            Deferred.fromCoroutine(self._run())
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _abandon(self, waiter: Deferred[T]) -> None:
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    async def _run(self) -> None:
+        try:
+            result = await self._job()
+        except BaseException:  # noqa: BLE001 - handed to every waiter
+            failure = Failure()  # type: ignore[no-untyped-call]
+            waiters, self._waiters = self._waiters or [], None
+            for waiter in waiters:
+                waiter.errback(failure)
+            return
+        waiters, self._waiters = self._waiters or [], None
+        for waiter in waiters:
+            waiter.callback(result)
+
+
+def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(clock, seconds, lambda: None)
+
+
+class S3Store(BulkGet):
+    """
+    A bucket as remote store.
+
+    @param settings: validated options (L{cacheprog.remote.s3config.check_s3}).
+    @param client: L{treq.client.HTTPClient} over a persistent pool, or
+        L{treq.testing.StubTreq} in tests.
+    @param clock: for retry backoff, timeouts and C{Expires}.
+    @param run_in_thread: where credentials are resolved and refreshed.
+    @param pool: the client's L{HTTPConnectionPool}, closed by L{close}.
+    @param environ: for the region fallback (C{AWS_REGION}...).
+    @param credentials: a L{CredentialSource} (default: from C{settings}).
+    """
+
+    name = "s3"
+    #: Extra attempts after a 5xx/429/connection failure, and their delays.
+    retries = 2
+    backoff: tuple[float, ...] = (0.05, 0.2)
+    #: Budget of the region detection (GetBucketLocation, HeadBucket).
+    region_timeout = 2.0
+    #: Bytes of a body buffered before the connection is paused.
+    high_water = 1 << 20
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        client: HTTPClient,
+        clock: IReactorTime,
+        run_in_thread: ThreadRunner,
+        *,
+        pool: Any = None,
+        environ: Mapping[str, str] | None = None,
+        credentials: CredentialSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._clock = clock
+        self._thread = run_in_thread
+        self._pool = pool
+        self._environ = os.environ if environ is None else environ
+        self._credentials = credentials or CredentialSource(settings, run_in_thread, clock)
+        self._exclude = frozenset(h.lower() for h in settings.exclude_headers_from_signing)
+        self.region = settings.region
+        self._region_job: _Shared[str] = _Shared(self._detect_region)
+        #: Uploads skipped because the object was there already.
+        self.dedup_skips = 0
+        _log.info("Configuring S3 storage", **settings.describe())
+
+    def key(self, action_id: bytes) -> str:
+        return object_key(self.settings.prefix, action_id)
+
+    # requests
+
+    async def _region(self) -> str:
+        if self.region:
+            return self.region
+        return await self._region_job.wait()
+
+    async def _request(
+        self,
+        method: str,
+        key: str,
+        operation: str,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        payload_sha256: str = EMPTY_SHA256,
+        query: str = "",
+        region: str | None = None,
+        retries: int | None = None,
+    ) -> Any:
+        """
+        Send one signed request, retrying 5xx/429/connection failures.
+
+        @return: the response (any status; 5xx only after the last attempt),
+            its body not read.
+        @raise S3Error: no answer after the last attempt.
+        """
+        credentials = await self._credentials.frozen()
+        if region is None:
+            region = await self._region()
+        url = self.settings.url(key, region, query)
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(attempts):
+            final = attempt + 1 >= attempts
+            sent = sign(method, url, headers or {}, payload_sha256, credentials, region, self._exclude)
+            sent["User-Agent"] = USER_AGENT
+            request = _Tracked(
+                self._client.request(method, url, headers=sent, data=data, unbuffered=True, allow_redirects=False)
+            )
+            try:
+                response = await request.deferred
+            except Exception as e:
+                if request.cancelled or isinstance(e, CancelledError):
+                    raise CancelledError() from e
+                if final or not _retryable(e):
+                    raise S3Error(operation, message=_describe(e)) from e
+                _log.debug("S3 request failed, retrying", operation=operation, key=key, reason=_describe(e))
+            else:
+                if final or response.code not in RETRY_STATUSES:
+                    return response
+                code, _ = parse_error(await read_limited(response))
+                _log.debug(
+                    "S3 answered an error, retrying", operation=operation, key=key, status=response.code, code=code
+                )
+            await _sleep(self._clock, self.backoff[min(attempt, len(self.backoff) - 1)])
+        raise AssertionError("unreachable")
+
+    async def _error(self, response: Any, operation: str) -> S3Error:
+        code, message = parse_error(await read_limited(response))
+        hint = _header(response.headers, "x-amz-bucket-region")
+        if hint and code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+            message = f"{message} (the bucket is in {hint}: set --s3-region)".strip()
+        return S3Error(operation, response.code, code, message)
+
+    # get
+
+    async def get(self, action_id: bytes) -> RemoteObject:
+        key = self.key(action_id)
+        response = await self._request("GET", key, "get object")
+        if response.code != 200:
+            error = await self._error(response, "get object")
+            if error.code in ("NoSuchKey", "AccessDenied") or (not error.code and response.code in (403, 404)):
+                raise NotFound(key)
+            raise error
+        body = BodyStream(response, self.high_water)
+        try:
+            return await self._object(response, body)
+        except BaseException:
+            body.close()
+            raise
+
+    async def _object(self, response: Any, body: BodyStream) -> RemoteObject:
+        from twisted.web.iweb import UNKNOWN_LENGTH
+
+        meta = response_metadata(response.headers)
+        encoded = meta.get("output_id")
+        if encoded is None:
+            raise S3Error("get object", message='metadata "output_id" not found')
+        try:
+            output_id = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise S3Error("get object", message=f'metadata "output_id" is not base64: {encoded!r}') from None
+        size_text = meta.get("uncompressed_size", "").strip()
+        try:
+            size = int(size_text) if size_text else 0
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise S3Error("get object", message=f'metadata "uncompressed_size" is not a size: {size_text!r}')
+        stored = response.length
+        chunks: Any = body
+        if stored is UNKNOWN_LENGTH or stored is None:
+            # No Content-Length (chunked answer): read it all to know.
+            data = await body.read()
+            stored, chunks = len(data), one_chunk(data)
+        return RemoteObject(
+            output_id=output_id,
+            size=size or stored,
+            mtime=self._mtime(_header(response.headers, "last-modified")),
+            compression=meta.get("compression_algorithm", ""),
+            stored_size=stored,
+            body=chunks,
+        )
+
+    def _mtime(self, text: str | None) -> datetime:
+        if text:
+            try:
+                when = parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                pass
+            else:
+                return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        return datetime.fromtimestamp(self._clock.seconds(), tz=timezone.utc)
+
+    # put
+
+    async def put(self, obj: UploadObject) -> None:
+        key = self.key(obj.action_id)
+        meta = object_metadata(obj)
+        if await self._stored_already(key, obj, meta):
+            self.dedup_skips += 1
+            return
+        headers = {_META + name: value for name, value in meta.items()}
+        headers["x-amz-checksum-sha256"] = base64.b64encode(obj.sha256).decode("ascii")
+        headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
+        if self.settings.expiration > 0:
+            headers["Expires"] = formatdate(self._clock.seconds() + self.settings.expiration, usegmt=True)
+        response = await self._request(
+            "PUT", key, "put object", headers=headers, data=obj.data, payload_sha256=obj.sha256.hex()
+        )
+        if not 200 <= response.code < 300:
+            raise await self._error(response, "put object")
+        await read_limited(response)
+
+    async def _stored_already(self, key: str, obj: UploadObject, meta: Mapping[str, str]) -> bool:
+        """
+        HEAD with C{If-Match}: the same bytes with the same metadata are
+        there.  Any trouble means "no" (the PUT decides).
+        """
+        try:
+            response = await self._request("HEAD", key, "head object", headers={"If-Match": obj.md5.hex()})
+        except CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the PUT will tell
+            _log.debug("HEAD before upload failed", key=key, reason=str(e))
+            return False
+        await read_limited(response)
+        return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
+
+    # region
+
+    async def _detect_region(self) -> str:
+        job = Deferred.fromCoroutine(self._probe_region())
+        job.addTimeout(self.region_timeout, self._clock)
+        try:
+            region = await job
+        except CredentialsError:
+            # Not the bucket's fault: try again with the next request.
+            raise
+        except Exception as e:  # noqa: BLE001 - detection is best effort
+            region = await self._fallback_region()
+            _log.warn(
+                "Could not detect the bucket region, using a default (set --s3-region)", region=region, reason=str(e)
+            )
+        else:
+            _log.info("Bucket region detected", region=region)
+        self.region = region
+        return region
+
+    async def _probe_region(self) -> str:
+        response = await self._request(
+            "GET", "", "get bucket location", query="location", region=DEFAULT_REGION, retries=0
+        )
+        hint = _header(response.headers, "x-amz-bucket-region")
+        body = await read_limited(response)
+        if response.code == 200:
+            try:
+                return parse_location(body)
+            except (ValueError, ET.ParseError):
+                if hint:
+                    return hint
+                raise
+        if hint:
+            return hint
+        code, message = parse_error(body)
+        response = await self._request("HEAD", "", "head bucket", region=DEFAULT_REGION, retries=0)
+        await read_limited(response)
+        hint = _header(response.headers, "x-amz-bucket-region")
+        if hint:
+            return hint
+        raise S3Error("get bucket location", response.code, code, message)
+
+    async def _fallback_region(self) -> str:
+        for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            value = self._environ.get(name, "").strip()
+            if value:
+                return value
+        try:
+            configured = await self._thread(default_region)
+        except Exception:  # noqa: BLE001 - no configuration is fine
+            configured = ""
+        return configured or DEFAULT_REGION
+
+    # close
+
+    async def close(self) -> None:
+        """
+        Close the pooled connections.  One reactor turn first: a response
+        handled re-entrantly (our code runs inside the parser's
+        C{dataReceived}) pools its connection only after we return.
+        """
+        if self._pool is not None:
+            await _sleep(self._clock, 0)
+            await self._pool.closeCachedConnections()
+
+
+def build_s3_store(
+    options: Mapping[str, Any],
+    reactor: Any,
+    run_in_thread: ThreadRunner,
+    environ: Mapping[str, str] | None = None,
+) -> S3Store:
+    """
+    The store for checked options (L{cacheprog.remote.s3config.check_s3}):
+    a treq client over a persistent pool (32 connections per host).
+    """
+    from treq.client import HTTPClient as TreqClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+    pool.maxPersistentPerHost = 32
+    pool.cachedConnectionTimeout = 90
+    agent = Agent(reactor, pool=pool, connectTimeout=10)  # type: ignore[no-untyped-call]
+    return S3Store(S3Settings(**options), TreqClient(agent), reactor, run_in_thread, pool=pool, environ=environ)
