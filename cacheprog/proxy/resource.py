@@ -1,0 +1,538 @@
+# -*- test-case-name: tests.unit.test_proxy -*-
+"""
+The proxy's web resources: C{/health}, C{/cache/{hex}} (the HTTP storage
+protocol of L{cacheprog.remote.httpcontract} over any L{RemoteStore}, like
+the Go reference's C{pkg/httpstorage}), C{/metrics} and C{/metricsproxy}.
+
+L{StorageResource} is public and reusable: mount it in any
+L{twisted.web.server.Site} to serve a store.  Under L{ProxySite} (what
+L{build_site} makes) request bodies are hashed while they arrive; elsewhere
+they are hashed after.
+
+Stricter than the reference, so that nothing bad is ever stored: the key is
+exactly 64 lowercase hex digits; C{Content-Length}, C{X-Cacheprog-OutputID},
+C{X-Cacheprog-MD5Sum}, C{X-Cacheprog-Sha256Sum} and
+C{X-Cacheprog-UncompressedSize} are required and well formed; and the body's
+MD5 and SHA-256 must match their headers.  Any refusal is a 4xx and stores
+nothing.  C{Last-Modified} is sent in GMT.  A client that goes away cancels
+the store call it was waiting for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from zope.interface import implementer
+
+from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, Unavailable, UploadObject
+from cacheprog.log import Logger
+from cacheprog.remote import httpcontract as contract
+
+_log = Logger("proxy")
+
+#: Bodies from this size on are read in the thread pool (when one is given).
+BIG = 1 << 20
+#: Stored bodies are written to the client in pieces of at most this size.
+WRITE_CHUNK = 256 * 1024
+#: Idle keep-alive connections are closed after this many seconds.
+IDLE_TIMEOUT = 300
+#: twisted.web keeps request bodies up to this size in memory, larger ones
+#: in a temporary file.
+IN_MEMORY_BODY = 100_000
+
+METHODS = (b"GET", b"HEAD", b"PUT")
+
+
+class WebRequest(Protocol):
+    """
+    What the resources use of a L{twisted.web.server.Request} (typed, unlike
+    Twisted's own).
+    """
+
+    method: bytes
+    uri: bytes
+    postpath: list[bytes]
+    content: IO[bytes]
+    finished: int
+
+    def getHeader(self, key: str | bytes) -> bytes | None: ...
+    def setHeader(self, name: str | bytes, value: str | bytes) -> None: ...
+    def setResponseCode(self, code: int) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> None: ...
+    def notifyFinish(self) -> Deferred[None]: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+
+
+def plain(request: WebRequest, code: int, message: str = "") -> bytes:
+    """
+    Answer C{code} with a Go C{http.Error}-style text body (C{message} plus a
+    newline, or nothing); returns the body for C{render}.
+    """
+    body = (message + "\n").encode("utf-8") if message else b""
+    request.setResponseCode(code)
+    if body:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+class HashingFile:
+    """
+    A request body file that computes MD5 and SHA-256 as the body arrives.
+    """
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.md5.update(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _content_file(length: int | None) -> IO[bytes]:
+    if length is not None and length < IN_MEMORY_BODY:
+        return io.BytesIO()
+    return tempfile.TemporaryFile()
+
+
+def _read_all(content: IO[bytes]) -> bytes:
+    content.seek(0)
+    return content.read()
+
+
+def _digests(content: IO[bytes]) -> tuple[bytes, bytes, int]:
+    """
+    MD5, SHA-256 and size of a request body, from the hashing file or by
+    reading it.
+    """
+    if isinstance(content, HashingFile):
+        return content.md5.digest(), content.sha256.digest(), content.size
+    md5, sha256, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+    content.seek(0)
+    for block in iter(lambda: content.read(1 << 16), b""):
+        md5.update(block)
+        sha256.update(block)
+        size += len(block)
+    content.seek(0)
+    return md5.digest(), sha256.digest(), size
+
+
+@implementer(IPushProducer)
+class _Pacer:
+    """
+    Back-pressure for writing a response: the transport pauses us when its
+    buffer is full.
+    """
+
+    def __init__(self) -> None:
+        self._resumed: Deferred[None] | None = None
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        if self._resumed is None:
+            self._resumed = Deferred()
+
+    def resumeProducing(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.resumeProducing()
+
+    async def ready(self) -> None:
+        if self._resumed is not None:
+            await self._resumed
+
+
+async def close_body(obj: RemoteObject) -> None:
+    """
+    Release a body that will not be read (HEAD, a client gone).
+    """
+    aclose = getattr(obj.body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _abort(request: WebRequest) -> None:
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is not None:
+        transport.abortConnection()
+
+
+def _header(request: WebRequest, name: str) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class _Resource(Resource):
+    """
+    L{Resource} with a typed constructor.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+
+class StorageResource(_Resource):
+    """
+    C{GET}, C{HEAD} and C{PUT} of C{/{hex}} below where it is mounted, over
+    C{store}.  Other methods get 405; other paths 404.
+
+    @param store: any L{RemoteStore}; L{DisabledStore} gives GET 404, PUT 200.
+    @param run_in_thread: reads large request bodies off the reactor thread;
+        None reads them inline.
+    """
+
+    isLeaf = True
+
+    def __init__(self, store: RemoteStore, run_in_thread: ThreadRunner | None = None) -> None:
+        super().__init__()
+        self._store = store
+        self._thread = run_in_thread
+        self._running: set[Deferred[None]] = set()
+
+    def render(self, request: WebRequest) -> bytes | int:
+        if len(request.postpath) != 1 or not request.postpath[0]:
+            return plain(request, 404, "404 page not found")
+        try:
+            key = contract.parse_key(request.postpath[0])
+        except contract.ContractError as e:
+            return plain(request, 400 if request.method in METHODS else 404, f"failed to decode actionID: {e}")
+        if request.method in (b"GET", b"HEAD"):
+            return self._start(request, self._get(request, key, head=request.method == b"HEAD"))
+        if request.method == b"PUT":
+            return self._put(request, key)
+        request.setHeader(b"allow", b"GET, HEAD, PUT")
+        return plain(request, 405, "Method Not Allowed")
+
+    def _start(self, request: WebRequest, job: Any) -> int:
+        """
+        Run C{job} for C{request}; a client that goes away cancels it.
+        """
+        d: Deferred[None] = Deferred.fromCoroutine(job)
+
+        def done(result: object) -> None:
+            self._running.discard(d)
+            if isinstance(result, Failure) and not isinstance(result.value, CancelledError):
+                _log.error("Storage request failed", uri=request.uri.decode("latin-1"), reason=repr(result.value))
+                if not request.finished and not getattr(request, "_disconnected", False):
+                    _abort(request)
+
+        if not d.called:
+            self._running.add(d)
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+        d.addBoth(done)
+        return NOT_DONE_YET
+
+    # GET and HEAD
+
+    async def _get(self, request: WebRequest, key: bytes, head: bool) -> None:
+        try:
+            obj = await self._store.get(key)
+        except NotFound:
+            request.write(plain(request, 404))
+            request.finish()
+            return
+        except Unavailable:
+            request.write(plain(request, 503, "remote storage is switched off after repeated errors"))
+            request.finish()
+            return
+        except CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the client gets the text, as from the reference
+            _log.warn("Failed to get from remote storage", action_id=key.hex(), reason=repr(e))
+            request.write(plain(request, 500, str(e) or repr(e)))
+            request.finish()
+            return
+        try:
+            request.setResponseCode(200)
+            request.setHeader(b"content-type", b"application/octet-stream")
+            request.setHeader(contract.CONTENT_LENGTH, str(obj.stored_size))
+            request.setHeader(contract.LAST_MODIFIED, contract.format_http_date(obj.mtime))
+            request.setHeader(contract.OUTPUT_ID, obj.output_id.hex())
+            request.setHeader(contract.COMPRESSION, obj.compression)
+            request.setHeader(contract.UNCOMPRESSED_SIZE, str(obj.size))
+            if head:
+                await close_body(obj)
+                request.finish()
+                return
+            await self._stream(request, obj)
+        except BaseException:
+            await close_body(obj)
+            raise
+
+    async def _stream(self, request: WebRequest, obj: RemoteObject) -> None:
+        pacer = _Pacer()
+        request.registerProducer(pacer, True)
+        sent = 0
+        try:
+            async for chunk in obj.body:
+                sent += len(chunk)
+                if sent > obj.stored_size:
+                    await close_body(obj)
+                    break
+                for start in range(0, len(chunk), WRITE_CHUNK):
+                    if pacer.stopped:
+                        raise CancelledError()
+                    request.write(chunk[start : start + WRITE_CHUNK] if len(chunk) > WRITE_CHUNK else chunk)
+                    await pacer.ready()
+        finally:
+            if getattr(request, "channel", None) is not None:  # None once the client is gone
+                request.unregisterProducer()
+        if sent != obj.stored_size:
+            # Headers promised another length: the client must see a broken
+            # response, not a short or long one.
+            _log.error(
+                "Stored object has another size than its metadata",
+                action_id=request.postpath[0].decode("latin-1"),
+                sent=sent,
+                expected=obj.stored_size,
+            )
+            _abort(request)
+            return
+        request.finish()
+
+    # PUT
+
+    def _put(self, request: WebRequest, key: bytes) -> bytes | int:
+        try:
+            length = contract.parse_size(contract.CONTENT_LENGTH, _header(request, contract.CONTENT_LENGTH))
+            output_id = contract.parse_hex(contract.OUTPUT_ID, _header(request, contract.OUTPUT_ID), contract.ID_SIZE)
+            md5 = contract.parse_hex(contract.MD5_SUM, _header(request, contract.MD5_SUM), contract.MD5_SIZE)
+            sha256 = contract.parse_hex(contract.SHA256_SUM, _header(request, contract.SHA256_SUM), contract.ID_SIZE)
+            compression = contract.parse_compression(_header(request, contract.COMPRESSION))
+            size = contract.parse_size(contract.UNCOMPRESSED_SIZE, _header(request, contract.UNCOMPRESSED_SIZE))
+        except contract.ContractError as e:
+            return plain(request, 400, str(e))
+        content = request.content
+        got_md5, got_sha256, got_size = _digests(content)
+        if got_size != length:
+            return plain(request, 400, f"body has {got_size} bytes, Content-Length says {length}")
+        if got_md5 != md5:
+            return plain(request, 400, f"{contract.MD5_SUM} does not match the body")
+        if got_sha256 != sha256:
+            return plain(request, 400, f"{contract.SHA256_SUM} does not match the body")
+
+        async def store() -> None:
+            if length >= BIG and self._thread is not None:
+                data = await self._thread(_read_all, content)
+            else:
+                data = _read_all(content)
+            obj = UploadObject(key, output_id, size, compression, data, md5, sha256)
+            del data
+            try:
+                await self._store.put(obj)
+            except Unavailable:
+                message = "remote storage is switched off after repeated errors"
+                request.write(plain(request, 503, message))
+            except CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the client gets the text
+                _log.warn("Failed to put to remote storage", action_id=key.hex(), reason=repr(e))
+                request.write(plain(request, 500, str(e) or repr(e)))
+            else:
+                request.write(plain(request, 200))
+            request.finish()
+
+        return self._start(request, store())
+
+    def running(self) -> int:
+        """
+        How many store calls are in progress.
+        """
+        return len(self._running)
+
+
+class HealthResource(_Resource):
+    """
+    C{/health}: 200, empty, whatever the method.
+    """
+
+    isLeaf = True
+
+    def render(self, request: WebRequest) -> bytes:
+        if request.postpath:
+            return plain(request, 404, "404 page not found")
+        return plain(request, 200)
+
+
+class MetricsResource(_Resource):
+    """
+    C{/metrics}: the proxy's own series (its remote store's gets, puts,
+    misses, errors and timings) as Prometheus text.
+    """
+
+    isLeaf = True
+
+    def __init__(self, render: Callable[[], str] | None = None) -> None:
+        super().__init__()
+        self._render = render
+
+    def render(self, request: WebRequest) -> bytes:
+        if request.postpath:
+            return plain(request, 404, "404 page not found")
+        text = self._render() if self._render is not None else "# cacheprog proxy: no metrics\n"
+        body = text.encode("utf-8")
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
+
+
+class ExactPath(_Resource):
+    """
+    Mounts C{inner} at one exact path: anything below it is 404.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, request: WebRequest) -> bytes | int:
+        if request.postpath:
+            return plain(request, 404, "404 page not found")
+        result: bytes | int = self._inner.render(request)  # type: ignore[no-untyped-call]
+        return result
+
+
+class _NotFound(_Resource):
+    isLeaf = True
+
+    def render(self, request: WebRequest) -> bytes:
+        return plain(request, 404, "404 page not found")
+
+
+class _Root(_Resource):
+    """
+    Known children by name; anything else 404.
+    """
+
+    def getChild(self, path: bytes, request: Any) -> IResource:
+        return _NotFound()
+
+    def render(self, request: WebRequest) -> bytes:
+        return plain(request, 404, "404 page not found")
+
+
+class _TrackedRequest(server.Request):
+    """
+    A request that its L{ProxySite} knows about from its headers to its end,
+    so a stopping proxy can let it finish.
+    """
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+        site = getattr(self.channel, "site", None)
+        if isinstance(site, ProxySite):
+            site.track(self)
+
+
+class ProxySite(Site):
+    """
+    The proxy's site: hashes request bodies as they arrive, keeps track of
+    requests in progress, and logs no access lines.
+    """
+
+    def __init__(self, resource: IResource, reactor: Any = None, timeout: float = IDLE_TIMEOUT) -> None:
+        super().__init__(  # type: ignore[no-untyped-call]
+            resource, requestFactory=_TrackedRequest, reactor=reactor, timeout=timeout
+        )
+        self.noisy = False
+        self.displayTracebacks = False
+        self._active: set[Any] = set()
+        self._idle: list[Deferred[None]] = []
+
+    def getContentFile(self, length: int | None) -> HashingFile:
+        return HashingFile(_content_file(length))
+
+    def log(self, request: http.Request) -> None:
+        return None
+
+    def track(self, request: Any) -> None:
+        self._active.add(request)
+
+        def finished(_: object) -> None:
+            self._active.discard(request)
+            if not self._active:
+                idle, self._idle = self._idle, []
+                for d in idle:
+                    d.callback(None)
+
+        request.notifyFinish().addBoth(finished)
+
+    @property
+    def active(self) -> int:
+        """
+        Requests between their headers and their last byte.
+        """
+        return len(self._active)
+
+    async def drain(self, timeout: float, clock: IReactorTime) -> int:
+        """
+        Wait until no request is in progress, at most C{timeout} seconds; then
+        drop the connections of those left.
+
+        @return: how many requests were cut off.
+        """
+        if self._active:
+            d: Deferred[None] = Deferred()
+            self._idle.append(d)
+            d.addTimeout(timeout, clock)
+            try:
+                await d
+            except Exception:  # noqa: BLE001 - a timeout ends the wait either way
+                pass
+        left = list(self._active)
+        for request in left:
+            _abort(request)
+        return len(left)
+
+
+def build_site(
+    store: RemoteStore,
+    *,
+    reactor: Any = None,
+    run_in_thread: ThreadRunner | None = None,
+    metrics: IResource | None = None,
+    metricsproxy: IResource | None = None,
+    timeout: float = IDLE_TIMEOUT,
+) -> ProxySite:
+    """
+    The proxy's site over C{store}.
+
+    @param metrics: served at C{/metrics} (exact path); a stub exposition when None.
+    @param metricsproxy: served at C{/metricsproxy} (exact path) when given;
+        404 when None (the reference mounts it only with
+        C{--metrics-proxy-endpoint}).
+    """
+    root = _Root()
+    root.putChild(b"health", HealthResource())
+    root.putChild(contract.CACHE_SEGMENT.encode("ascii"), StorageResource(store, run_in_thread))
+    root.putChild(b"metrics", ExactPath(metrics) if metrics is not None else MetricsResource())
+    if metricsproxy is not None:
+        root.putChild(b"metricsproxy", ExactPath(metricsproxy))
+    return ProxySite(root, reactor=reactor, timeout=timeout)
