@@ -164,7 +164,7 @@ class DiskStore:
                 return path
         except FileNotFoundError:
             pass
-        self._atomic_write(self._dir(digest), path, data)
+        write_atomic(self._dir(digest), path, data)
         return path
 
     def write_meta(self, action_id: bytes, output_id: bytes, digest: bytes, size: int, when: datetime) -> None:
@@ -181,18 +181,23 @@ class DiskStore:
             }
         ).encode("ascii")
         directory = self._dir(action_id)
-        self._atomic_write(directory, self.meta_path(action_id), text + b"\n")
+        write_atomic(directory, self.meta_path(action_id), text + b"\n")
 
-    def _atomic_write(self, directory: str, path: str, data: bytes) -> None:
-        fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        except BaseException:
-            _unlink_quietly(temp)
-            raise
+
+def write_atomic(directory: str, path: str, data: bytes) -> None:
+    """
+    Write C{data} to a temp file in C{directory} and rename it to C{path}:
+    readers see the old file or the new one, never a part.
+    """
+    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
 
 
 def _unlink_quietly(path: str) -> None:

@@ -6,11 +6,27 @@ helpers.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Iterable
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
-from cacheprog.interfaces import NotFound, RemoteObject
+from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
+
+
+def reference_metadata(obj: UploadObject) -> dict[str, str]:
+    """
+    The user metadata the Go reference writes with each object (S3
+    x-amz-meta-*, the dir store's .meta file): the OutputID in standard
+    base64, the algorithm (zstd or empty), the size only when above zero.
+    """
+    meta = {
+        "output_id": base64.b64encode(obj.output_id).decode("ascii"),
+        "compression_algorithm": obj.compression,
+    }
+    if obj.size > 0:
+        meta["uncompressed_size"] = str(obj.size)
+    return meta
 
 
 async def one_chunk(data: bytes) -> AsyncIterator[bytes]:

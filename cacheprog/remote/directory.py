@@ -15,39 +15,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
-from cacheprog.remote.base import BulkGet, one_chunk
-
-
-def _write_atomic(directory: str, path: str, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
-def metadata(obj: UploadObject) -> dict[str, str]:
-    """
-    The reference's S3 user metadata for C{obj}.
-    """
-    meta = {
-        "output_id": base64.b64encode(obj.output_id).decode("ascii"),
-        "compression_algorithm": obj.compression,
-    }
-    if obj.size > 0:
-        meta["uncompressed_size"] = str(obj.size)
-    return meta
+from cacheprog.local import write_atomic
+from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
 
 class DirectoryStore(BulkGet):
@@ -103,7 +75,7 @@ class DirectoryStore(BulkGet):
 
     def _write(self, obj: UploadObject) -> None:
         directory, data_path, meta_path = self._paths(obj.action_id)
-        meta = metadata(obj)
+        meta = reference_metadata(obj)
         try:
             with open(meta_path, "rb") as f:
                 same = json.loads(f.read()) == meta
@@ -112,8 +84,8 @@ class DirectoryStore(BulkGet):
         except (OSError, ValueError):
             pass
         os.makedirs(directory, exist_ok=True)
-        _write_atomic(directory, data_path, obj.data)
-        _write_atomic(directory, meta_path, json.dumps(meta).encode("ascii"))
+        write_atomic(directory, data_path, obj.data)
+        write_atomic(directory, meta_path, json.dumps(meta).encode("ascii"))
 
     async def close(self) -> None:
         return None

@@ -67,7 +67,7 @@ from twisted.python.failure import Failure
 from cacheprog import __version__
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
-from cacheprog.remote.base import BulkGet, one_chunk
+from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
 from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
 
@@ -120,19 +120,6 @@ class S3Error(Exception):
         if message:
             parts.append(message)
         super().__init__(f"{operation}: {': '.join(parts) or 'failed'}")
-
-
-def object_metadata(obj: UploadObject) -> dict[str, str]:
-    """
-    The user metadata the Go reference writes for C{obj}.
-    """
-    meta = {
-        "output_id": base64.b64encode(obj.output_id).decode("ascii"),
-        "compression_algorithm": obj.compression,
-    }
-    if obj.size > 0:
-        meta["uncompressed_size"] = str(obj.size)
-    return meta
 
 
 def _same_metadata(stored: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
@@ -663,7 +650,7 @@ class S3Store(BulkGet):
 
     async def put(self, obj: UploadObject) -> None:
         key = self.key(obj.action_id)
-        meta = object_metadata(obj)
+        meta = reference_metadata(obj)
         if await self._stored_already(key, obj, meta):
             self.dedup_skips += 1
             return
