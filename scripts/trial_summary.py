@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     tail: list[str] = []
     for line in proc.stdout:
         sys.stdout.write(line)
-        tail = (tail + [line])[-20:]
+        tail = [*tail, line][-20:]
     status = proc.wait()
     counts = {"successes": 0, "failures": 0, "errors": 0, "skips": 0, "expectedFailures": 0, "unexpectedSuccesses": 0}
     for line in tail:

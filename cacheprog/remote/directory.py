@@ -22,6 +22,10 @@ from cacheprog.local import write_atomic
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
 
+#: Objects below this size are read on the reactor thread.
+INLINE_LIMIT = 256 * 1024
+
+
 class DirectoryStore(BulkGet):
     """
     Objects as files under C{root}; blocking file work runs in C{run_in_thread}.
@@ -47,6 +51,16 @@ class DirectoryStore(BulkGet):
         return directory, os.path.join(directory, name), os.path.join(directory, name + ".meta")
 
     async def get(self, action_id: bytes) -> RemoteObject:
+        # Small objects (nearly all of them) are read inline: a thread hop
+        # costs more than the read, and worker threads make the reactor
+        # thread wait for the GIL on every system call it makes.
+        _, data_path, _ = self._paths(action_id)
+        try:
+            small = os.stat(data_path).st_size < INLINE_LIMIT
+        except FileNotFoundError:
+            raise NotFound(action_id.hex()) from None
+        if small:
+            return self._read(action_id)
         return await self._thread(self._read, action_id)
 
     def _read(self, action_id: bytes) -> RemoteObject:
