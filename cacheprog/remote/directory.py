@@ -21,7 +21,6 @@ from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObj
 from cacheprog.local import write_atomic
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
-
 #: Objects below this size are read on the reactor thread.
 INLINE_LIMIT = 256 * 1024
 
