@@ -43,6 +43,8 @@ T = TypeVar("T")
 BIG = 1 << 20
 #: The least time a download may go on after go was answered "miss" (seconds).
 DOWNLOAD_DEADLINE = 60.0
+#: Local meta files are written in batches this long after the answers.
+FLUSH_DELAY = 0.05
 
 
 @attrs.frozen
@@ -164,6 +166,8 @@ class Cache:
         self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
         self._uploads: dict[bytes, Deferred[None]] = {}
         self._closing = False
+        self._flush_call: Any = None
+        self._saving: Deferred[None] | None = None
 
     # get
 
@@ -264,8 +268,11 @@ class Cache:
             if spool.digest != obj.output_id:
                 raise codec.CorruptObject("SHA-256 of the body differs from its OutputID")
             if big:
-                return await self._thread(spool.commit, action_id, obj.output_id, obj.mtime)
-            return spool.commit(action_id, obj.output_id, obj.mtime)
+                entry = await self._thread(spool.commit, action_id, obj.output_id, obj.mtime)
+            else:
+                entry = spool.commit(action_id, obj.output_id, obj.mtime)
+            self._save_soon()
+            return entry
         except BaseException:
             spool.discard()
             raise
@@ -299,6 +306,7 @@ class Cache:
             raise
         if self._observer is not None:
             self._observer.local_put(self._clock.seconds() - started, entry.size)
+        self._save_soon()
         if spool.digest != output_id:
             # go's OutputID is the SHA-256 of the body; every reader would
             # reject this object, so it is not worth uploading.
@@ -342,14 +350,40 @@ class Cache:
         await self._remote.put(obj)
         self.stats.bytes_up += len(obj.data)
 
+    def _save_soon(self) -> None:
+        # Answers go out first; the local meta files follow in one batch,
+        # written in the thread pool so file creation never holds up answers.
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(FLUSH_DELAY, self._save_in_thread)
+
+    def _save_in_thread(self) -> None:
+        self._flush_call = None
+        if self._saving is None:
+            self._saving = self._thread(self._local.flush)
+            self._saving.addBoth(self._saved)
+
+    def _saved(self, result: object) -> None:
+        self._saving = None
+        if self._local.unsaved:
+            self._save_soon()
+
+    async def _save(self) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        if self._saving is not None:
+            await self._saving
+        self._local.flush()
+
     # close
 
     async def close(self) -> None:
         """
-        Wait for background uploads, at most C{max_background_wait} (0: no limit);
-        cancel what is left.
+        Save the local entries; wait for background uploads, at most
+        C{max_background_wait} (0: no limit); cancel what is left.
         """
         self._closing = True
+        await self._save()
         pending = list(self._uploads.values())
         if not pending:
             return

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import BIG, Cache, Settings
+from cacheprog.cache import BIG, FLUSH_DELAY, Cache, Settings
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.remote.disabled import DisabledStore
 from cacheprog.remote.memory import MemoryStore, StoredObject
@@ -62,6 +62,20 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(hit, entry)
         self.assertEqual(hit.time.timestamp() if hit else None, 1_700_000_000)
         self.assertEqual((cache.stats.local_hits, cache.stats.puts), (1, 1))
+
+    def test_meta_saved_soon_and_at_close(self) -> None:
+        """
+        Local meta files follow the answers in a batch shortly after, and
+        close saves whatever is left.
+        """
+        cache = self.cache()
+        self.put(cache, action(1), b"one")
+        self.assertIsNone(DiskStore(self.local.root).lookup(action(1)))
+        self.clock.advance(FLUSH_DELAY)
+        self.assertIsNotNone(DiskStore(self.local.root).lookup(action(1)))
+        self.put(cache, action(2), b"two")
+        self.successResultOf(Deferred.fromCoroutine(cache.close()))
+        self.assertIsNotNone(DiskStore(self.local.root).lookup(action(2)))
 
     def test_put_uploads(self) -> None:
         """

@@ -25,7 +25,15 @@ class DiskStoreTests(SynchronousTestCase):
     def commit(self, action_id: bytes, body: bytes, in_memory: bool = True) -> str:
         spool = Spool(self.store, in_memory=in_memory)
         spool.write(body)
-        return spool.commit(action_id, output_of(body), WHEN).path
+        path = spool.commit(action_id, output_of(body), WHEN).path
+        self.store.flush()
+        return path
+
+    def fresh(self) -> DiskStore:
+        """
+        The same root as the next process sees it.
+        """
+        return DiskStore(self.store.root)
 
     def test_layout(self) -> None:
         """
@@ -75,7 +83,7 @@ class DiskStoreTests(SynchronousTestCase):
         Meta without its data file is a miss and the meta is removed.
         """
         os.unlink(self.commit(action(1), b"abc"))
-        self.assertIsNone(self.store.lookup(action(1)))
+        self.assertIsNone(self.fresh().lookup(action(1)))
         self.assertFalse(os.path.exists(self.store.meta_path(action(1))))
 
     def test_heal_wrong_size(self) -> None:
@@ -84,7 +92,7 @@ class DiskStoreTests(SynchronousTestCase):
         """
         with open(self.commit(action(1), b"abc"), "ab") as f:
             f.write(b"more")
-        self.assertIsNone(self.store.lookup(action(1)))
+        self.assertIsNone(self.fresh().lookup(action(1)))
 
     def test_heal_garbage_meta(self) -> None:
         """
@@ -93,7 +101,20 @@ class DiskStoreTests(SynchronousTestCase):
         self.commit(action(1), b"abc")
         with open(self.store.meta_path(action(1)), "w") as f:
             f.write("{not json")
-        self.assertIsNone(self.store.lookup(action(1)))
+        self.assertIsNone(self.fresh().lookup(action(1)))
+
+    def test_meta_written_at_flush(self) -> None:
+        """
+        A committed entry is visible in this process at once; its meta file
+        (what other processes see) appears at flush.
+        """
+        spool = Spool(self.store, in_memory=True)
+        spool.write(b"abc")
+        entry = spool.commit(action(1), output_of(b"abc"), WHEN)
+        self.assertEqual(self.store.lookup(action(1)), entry)
+        self.assertIsNone(self.fresh().lookup(action(1)))
+        self.store.flush()
+        self.assertEqual(self.fresh().lookup(action(1)), entry)
 
     def test_bad_base64_fails_commit(self) -> None:
         """
