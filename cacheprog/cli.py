@@ -11,10 +11,11 @@ command keeps working meanwhile; its requests wait in the pipe.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from cacheprog import config as _config
@@ -92,8 +93,40 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
         profiles.stop()
 
 
+def needs_tls(cfg: _config.Config) -> bool:
+    """
+    Could this run open a TLS connection?  (S3 on AWS or any https URL.)
+    """
+    kind = cfg.text("remote-storage-type")
+    urls = [cfg.text("metrics-push-endpoint")]
+    if kind == "s3":
+        urls.append(cfg.text("s3-endpoint") or "https://aws")
+        urls.append(cfg.text("s3-credentials-endpoint"))
+    elif kind == "http":
+        urls.append(cfg.text("http-storage-base-url"))
+    return any(url.lower().startswith(("https", "minio+https")) for url in urls)
+
+
+@contextlib.contextmanager
+def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
+    """
+    Import the reactor without pyOpenSSL when nothing will speak TLS:
+    twisted.internet.tcp loads TLS support eagerly (about 50 ms of the
+    start-up go waits for), and does without it when the import fails.
+    """
+    if needs_tls(cfg) or "OpenSSL" in sys.modules:
+        yield
+        return
+    sys.modules["OpenSSL"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        del sys.modules["OpenSSL"]
+
+
 def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
-    from twisted.internet import reactor as _reactor
+    with _tls_unless_needed(cfg):
+        from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning
     from twisted.internet.stdio import StandardIO
     from twisted.internet.threads import deferToThreadPool

@@ -112,3 +112,21 @@ class CLITests(SynchronousTestCase):
         result = run(["--root-directory", self.mktemp(), "--cpu-profile", path])
         self.assertEqual(result.returncode, 0, result.stderr)
         pstats.Stats(path)
+
+
+class TLSTests(SynchronousTestCase):
+    def test_needs_tls(self) -> None:
+        """
+        TLS support is loaded only when a configured URL could need it: S3 on
+        AWS or any https endpoint.
+        """
+        from cacheprog.cli import needs_tls
+        from cacheprog.config import parse
+
+        self.assertFalse(needs_tls(parse([], {})))
+        self.assertFalse(needs_tls(parse(["--remote-storage-type", "dir"], {})))
+        self.assertTrue(needs_tls(parse(["--remote-storage-type", "s3"], {})))
+        self.assertFalse(needs_tls(parse(["--remote-storage-type", "s3", "--s3-endpoint", "http://127.0.0.1:9"], {})))
+        self.assertTrue(needs_tls(parse(["--remote-storage-type", "s3", "--s3-endpoint", "minio+https://m:9"], {})))
+        self.assertTrue(needs_tls(parse(["--remote-storage-type", "http", "--http-storage-base-url", "https://p"], {})))
+        self.assertTrue(needs_tls(parse(["--metrics-push-endpoint", "https://push"], {})))
