@@ -119,6 +119,7 @@ class CacheProtocol(Protocol):
         self._status = 0
         self._ending = False
         self._finishing: Deferred[None] | None = None
+        self._write_lost = False
         self.done: Deferred[int] = Deferred()
 
     def _io(self) -> Any:
@@ -162,6 +163,7 @@ class CacheProtocol(Protocol):
         """
         Our stdout is gone: the go command is gone.  Finish quietly.
         """
+        self._write_lost = True
         if not self._ending:
             self._end(None)
 
@@ -289,3 +291,7 @@ class CacheProtocol(Protocol):
         except Exception as e:  # noqa: BLE001 - never fail the build at the end
             _log.warn("Clean-up at close did not succeed", reason=repr(e))
         self._io().loseConnection()
+        if self._write_lost:
+            # StandardIO reports the end only when it closes stdout itself;
+            # stdout is already gone, so nothing would ever report it.
+            self.connectionLost(None)

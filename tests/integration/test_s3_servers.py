@@ -395,11 +395,13 @@ class ServerMixin(StoreFactory):
             with open(entry.path, "rb") as f:
                 self.assertEqual(f.read(), body)
         self.assertEqual(second.stats.remote_hits, len(bodies))
+        await second.close()
         wrong = self.store(access_key_secret="wrong")
         third = Cache(DiskStore(self.mktemp()), wrong, reactor, run_in_thread, Settings(get_timeout=10))
         third._local.probe()
         self.assertEqual(await third.get(action(20)), None)
         self.assertEqual(third.stats.remote_hits, 0)
+        await third.close()
 
     async def test_concurrency(self) -> None:
         """

@@ -239,3 +239,20 @@ class ShutdownTests(SynchronousTestCase):
         proto.connectionLost(None)
         self.successResultOf(waiting)
         self.assertIsNone(proto.shutdown())
+
+
+class HalfCloseTests(SynchronousTestCase):
+    def test_stdout_gone_ends_the_run(self) -> None:
+        """
+        When the reader closes our stdout (go exited without close), the run
+        still ends: done fires although the transport will never report the
+        connection lost (it already lost its writer).
+        """
+        local = DiskStore(self.mktemp())
+        local.probe()
+        proto = CacheProtocol(Cache(local, MemoryStore(), Clock()), inline_runner)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(get(1, action(1)))
+        proto.writeConnectionLost()
+        self.assertEqual(self.successResultOf(proto.done), 0)
