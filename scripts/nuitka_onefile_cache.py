@@ -5,7 +5,7 @@ starts like a standalone one, safely when many start at the same time.
 
 go starts cacheprog once per go command, so start-up latency matters.  A
 Nuitka one-file binary unpacks its payload before Python starts: into a new
-temporary directory on every start by default (~60 MB written and deleted per
+temporary directory on every start by default (~75 MB written and deleted per
 go command), or, with a static C{--onefile-tempdir-spec} ("cached" mode), into
 a fixed directory where Nuitka 4.2.2 still decompresses the whole payload and
 CRC-checks every unpacked file on every start, and rewrites in place (truncate,
@@ -35,7 +35,12 @@ mode only:
 
 A directory that cannot be created or locked fails as in Nuitka (an error
 message naming the path, exit 2); a marker that cannot be written only costs
-the next start another unpack.
+the next start another unpack.  Old directories are not removed (one per
+build, ~75 MB each): C{rm -rf ~/.cache/cacheprog} is always safe while no
+cacheprog runs.
+
+Before the payload is hashed, the shared libraries lose their debug sections
+(C{strip --strip-debug}).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import subprocess
 from typing import Any
 
 from nuitka.freezer.IncludedEntryPoints import getStandaloneMainEntryPoint
@@ -250,8 +257,31 @@ class CacheprogOnefileCache(NuitkaPluginBase):  # type: ignore[misc]
         return True
 
     def onStandaloneDistributionFinished(self, dist_dir: str) -> None:
+        self._strip_debug_info(dist_dir)
         self.payload = payload_id(dist_dir)
         self.info(f"Payload id {self.payload}.")
+
+    def _strip_debug_info(self, dist_dir: str) -> None:
+        """
+        Drop the debug sections of the shared libraries (wheels ship some
+        with them: zstandard's backend_c has 10 MB): ~4 MB less in the
+        binary, ~20 MB less unpacked.  Symbols stay (C{--strip-debug}).
+        """
+        strip = shutil.which("strip")
+        if strip is None:
+            self.warning("no strip command (binutils): shared libraries keep their debug information")
+            return
+        libraries = [
+            os.path.join(directory, name)
+            for directory, _, names in os.walk(dist_dir)
+            for name in names
+            if name.endswith(".so") or ".so." in name
+        ]
+        before = sum(os.path.getsize(p) for p in libraries)
+        for path in libraries:
+            subprocess.run([strip, "--strip-debug", path], check=True)
+        after = sum(os.path.getsize(p) for p in libraries)
+        self.info(f"Stripped debug information from {len(libraries)} libraries: {before >> 20} -> {after >> 20} MiB.")
 
     def onGeneratedSourceCode(self, source_dir: str, onefile: bool) -> None:
         if not onefile:
@@ -261,13 +291,17 @@ class CacheprogOnefileCache(NuitkaPluginBase):  # type: ignore[misc]
         if self.payload is None:
             self.sysexit("the distribution folder was not seen before the onefile build")
         main: Any = getStandaloneMainEntryPoint()
-        path = os.path.join(source_dir, "OnefileBootstrap.c")
+        path = os.path.join(source_dir, "static_src", "OnefileBootstrap.c")
         with open(path, encoding="utf-8") as f:
             source = f.read()
         try:
             patched = patch_bootstrap(source, self.payload, main.dest_path)
         except ValueError as e:
             self.sysexit(f"cannot patch {path} (Nuitka is pinned to 4.2.2): {e}")
-        with open(path, "w", encoding="utf-8") as f:
+        # Nuitka provides the file as a symbolic link into its installation:
+        # replace the link, never write through it.
+        temporary = path + ".cacheprog"
+        with open(temporary, "w", encoding="utf-8") as f:
             f.write(patched)
+        os.replace(temporary, path)
         self.info("Patched the onefile bootstrap: unpack once per payload, then exec.")

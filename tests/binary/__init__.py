@@ -1,0 +1,3 @@
+"""
+Tests of the compiled one-file binary (C{make binary}, C{dist/cacheprog}).
+"""
