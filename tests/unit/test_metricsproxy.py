@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from cacheprog.proxy.metricsproxy import MetricsProxyResource, label_path, target_path, target_url
+from tests.unit.test_metrics import Recorder as _BaseRecorder
 
 ENDPOINT = "http://pushgateway.example:9091"
 LABELS = {"job": "proxytest", "labeltoproxy": "valuetoproxy"}
@@ -113,31 +114,12 @@ class TargetTests(SynchronousTestCase):
         )
 
 
-class Recorder(Resource):
+class Recorder(_BaseRecorder):
     """
     The metrics endpoint: records requests, answers C{code} with a header.
     """
 
-    isLeaf = True
-
-    def __init__(self, code: int | None = 200) -> None:
-        super().__init__()
-        self.code = code
-        self.requests: list[dict[str, Any]] = []
-
-    def render(self, request: server.Request) -> Any:
-        assert request.content is not None
-        self.requests.append(
-            {
-                "method": request.method,
-                "uri": request.uri,
-                "headers": request.requestHeaders,
-                "body": request.content.read(),
-            }
-        )
-        if self.code is None:
-            return server.NOT_DONE_YET
-        request.setResponseCode(self.code)
+    def answer(self, request: server.Request) -> bytes:
         request.setHeader(b"x-answer", b"yes")
         return b"stored\n"
 
