@@ -141,7 +141,9 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     def run_in_thread(f: Any, *args: object) -> Any:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    remote = build(plan, reactor, run_in_thread)
+    with _tls_unless_needed(cfg):
+        # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
+        remote = build(plan, reactor, run_in_thread)
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
