@@ -518,6 +518,9 @@ class S3Store(BulkGet):
         self._region_job: _Shared[str] = _Shared(self._detect_region)
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
+        #: Keys this process was just told are absent: their upload needs
+        #: no HEAD first (in a cold build nearly every put follows a miss).
+        self._absent: set[str] = set()
         _log.info("Configuring S3 storage", **settings.describe())
 
     def key(self, action_id: bytes) -> str:
@@ -593,7 +596,10 @@ class S3Store(BulkGet):
         response = await self._request("GET", key, "get object")
         if response.code != 200:
             error = await self._error(response, "get object")
-            if error.code in ("NoSuchKey", "AccessDenied") or (not error.code and response.code in (403, 404)):
+            if error.code == "NoSuchKey" or (not error.code and response.code == 404):
+                self._absent.add(key)
+                raise NotFound(key)
+            if error.code == "AccessDenied" or (not error.code and response.code == 403):
                 raise NotFound(key)
             raise error
         body = BodyStream(response, self.high_water)
@@ -651,7 +657,9 @@ class S3Store(BulkGet):
     async def put(self, obj: UploadObject) -> None:
         key = self.key(obj.action_id)
         meta = reference_metadata(obj)
-        if await self._stored_already(key, obj, meta):
+        if key in self._absent:
+            self._absent.discard(key)
+        elif await self._stored_already(key, obj, meta):
             self.dedup_skips += 1
             return
         headers = {_META + name: value for name, value in meta.items()}

@@ -1336,3 +1336,17 @@ class BodyStreamUnitTests(SynchronousTestCase):
 
         stream = BodyStream(Response(), 10)
         self.assertEqual(self.successResultOf(Deferred.fromCoroutine(stream.read())), b"ab")
+
+
+class AbsentKeyTests(S3TestCase):
+    def test_no_head_after_a_miss(self) -> None:
+        """
+        An upload of a key this process just saw missing (404) skips the
+        HEAD; other uploads still check first.
+        """
+        store = self.make()
+        self.failureResultOf(self.start(store.get(AID)), NotFound)
+        self.result(store.put(upload(b"body", action_id=AID)))
+        other = hashlib.sha256(b"other").digest()
+        self.result(store.put(upload(b"other", action_id=other)))
+        self.assertEqual([r.method for r in self.fake.requests], ["GET", "PUT", "HEAD", "PUT"])
