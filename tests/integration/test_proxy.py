@@ -379,4 +379,6 @@ class LoadTests(TestCase):
             f"proxy peak RSS {rss / 1024:.0f} MiB"
         )
         print("\n" + figures)
+        # Bodies stream: 20 x 10 MiB in flight must not mean 200 MiB per copy held.
+        self.assertLess(rss / 1024, 600, figures)
         self.assertEqual(self.proxy.stop(), 0, self.proxy.log())
