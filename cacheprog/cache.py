@@ -82,45 +82,48 @@ async def _raise(e: BaseException) -> Any:
 
 class _Flight:
     """
-    One remote fetch and everyone waiting for it.
+    One remote fetch and everyone waiting for it: first for it to leave the
+    queue (started), then for its result.
     """
 
     def __init__(self) -> None:
-        self.started: Deferred[None] | None = Deferred()
-        self.result: Entry | None = None
+        self.started = False
         self.finished = False
-        self._waiters: list[Deferred[Entry | None]] = []
+        self.result: Entry | None = None
         self._start_waiters: list[Deferred[None]] = []
+        self._waiters: list[Deferred[Entry | None]] = []
 
     def mark_started(self) -> None:
-        self.started = None
-        waiters, self._start_waiters = self._start_waiters, []
-        for d in waiters:
-            d.callback(None)
+        self.started = True
+        _fire(self._start_waiters, None)
 
     def wait_started(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self.started is None:
-            d.callback(None)
-        else:
-            self._start_waiters.append(d)
-        return d
+        return _waiter(self._start_waiters, self.started, None)
 
     def finish(self, result: Entry | None) -> None:
         self.result, self.finished = result, True
         self.mark_started()
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if not d.called:
-                d.callback(result)
+        _fire(self._waiters, result)
 
     def wait(self) -> Deferred[Entry | None]:
-        d: Deferred[Entry | None] = Deferred()
-        if self.finished:
-            d.callback(self.result)
-        else:
-            self._waiters.append(d)
-        return d
+        return _waiter(self._waiters, self.finished, self.result)
+
+
+def _waiter(waiters: list[Deferred[T]], done: bool, value: T) -> Deferred[T]:
+    d: Deferred[T] = Deferred()
+    if done:
+        d.callback(value)
+    else:
+        waiters.append(d)
+    return d
+
+
+def _fire(waiters: list[Deferred[T]], value: T) -> None:
+    pending = list(waiters)
+    waiters.clear()
+    for d in pending:
+        if not d.called:  # a waiter may have been cancelled by its timeout
+            d.callback(value)
 
 
 def _semaphore(limit: int) -> DeferredSemaphore | None:
@@ -421,17 +424,7 @@ def _encode_file(action_id: bytes, entry: Entry) -> UploadObject:
         raw = f.read()
     if len(raw) != entry.size:
         raise LocalWriteError(f"local file {entry.path} changed size")
-    compression, data = codec.encode(raw)
-    md5, sha256 = codec.checksums(data)
-    return UploadObject(
-        action_id=action_id,
-        output_id=entry.output_id,
-        size=entry.size,
-        compression=compression,
-        data=data,
-        md5=md5,
-        sha256=sha256,
-    )
+    return codec.prepare_upload(action_id, entry.output_id, raw)
 
 
 __all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]

@@ -8,7 +8,10 @@ holds raw bytes.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cacheprog.interfaces import UploadObject
 
 ZSTD = "zstd"
 RAW = ""
@@ -53,6 +56,25 @@ def checksums(data: bytes) -> tuple[bytes, bytes]:
     MD5 and SHA-256 of stored bytes (S3 dedup and integrity headers).
     """
     return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
+
+
+def prepare_upload(action_id: bytes, output_id: bytes, raw: bytes) -> UploadObject:
+    """
+    The object to store for C{raw}: encoded, with the checksums of the stored bytes.
+    """
+    from cacheprog.interfaces import UploadObject  # Twisted-free import of this module
+
+    compression, data = encode(raw)
+    md5, sha256 = checksums(data)
+    return UploadObject(
+        action_id=action_id,
+        output_id=output_id,
+        size=len(raw),
+        compression=compression,
+        data=data,
+        md5=md5,
+        sha256=sha256,
+    )
 
 
 class _Limited:

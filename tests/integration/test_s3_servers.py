@@ -67,17 +67,7 @@ def action(n: int) -> bytes:
 
 
 def upload(body: bytes, action_id: bytes) -> UploadObject:
-    compression, data = codec.encode(body)
-    md5, sha256 = codec.checksums(data)
-    return UploadObject(
-        action_id=action_id,
-        output_id=hashlib.sha256(body).digest(),
-        size=len(body),
-        compression=compression,
-        data=data,
-        md5=md5,
-        sha256=sha256,
-    )
+    return codec.prepare_upload(action_id, hashlib.sha256(body).digest(), body)
 
 
 async def read_all(obj: RemoteObject) -> bytes:

@@ -23,9 +23,7 @@ from .helpers import action
 
 
 def upload(n: int, body: bytes) -> UploadObject:
-    compression, data = codec.encode(body)
-    md5, sha = codec.checksums(data)
-    return UploadObject(action(n), hashlib.sha256(body).digest(), len(body), compression, data, md5, sha)
+    return codec.prepare_upload(action(n), hashlib.sha256(body).digest(), body)
 
 
 async def drain(obj: RemoteObject) -> bytes:
