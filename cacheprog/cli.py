@@ -88,9 +88,35 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
     log.Logger("cli").info("Starting cacheprog", root=local.root, remote=plan.kind)
     try:
-        return _serve(cfg, local, plan, protocol_fd)
+        handover = _prelude(cfg, local, plan, protocol_fd)
+        if handover is not None and handover.finished:
+            return _finished_in_prelude(handover)
+        return _serve(cfg, local, plan, protocol_fd, handover)
     finally:
         profiles.stop()
+
+
+def _prelude(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> Any:
+    """
+    Answer local hits before Twisted is imported (L{cacheprog.prelude}).
+    Not when metrics are pushed: their local-get timings come from the cache.
+
+    @return: the prelude's L{Handover}, or None when it did not run.
+    """
+    if cfg.text("metrics-push-endpoint"):
+        return None
+    from cacheprog.prelude import on_descriptors
+
+    return on_descriptors(local, 0, protocol_fd, remote_enabled=plan.kind != "disabled").run()
+
+
+def _finished_in_prelude(handover: Any) -> int:
+    from cacheprog.stats import Stats
+
+    stats = Stats()
+    handover.count_into(stats)
+    log.Logger("cli").info("cacheprog statistics " + stats.summary())
+    return 0
 
 
 def needs_tls(cfg: _config.Config) -> bool:
@@ -124,7 +150,7 @@ def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
         del sys.modules["OpenSSL"]
 
 
-def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
+def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handover: Any = None) -> int:
     with _tls_unless_needed(cfg):
         from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning
@@ -163,7 +189,9 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
 
         remote = ObservingStore(remote, metrics, reactor)
     cache = Cache(local, remote, reactor, run_in_thread, settings, observer=metrics)
-    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close)
+    if handover is not None:
+        handover.count_into(cache.stats)
+    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close, handover=handover)
     status: list[int] = [1]
 
     def finished(code: int) -> None:
