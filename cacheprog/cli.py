@@ -213,17 +213,16 @@ def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
     endpoint = cfg.text("metrics-push-endpoint")
     if not endpoint:
         return None, None
-    from treq.client import HTTPClient
     from twisted.internet.defer import Deferred
-    from twisted.web.client import Agent, HTTPConnectionPool
 
     from cacheprog.metrics import Metrics, push_at_exit
+    from cacheprog.remote.pool import build_client
 
     metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
 
     def after_close() -> Deferred[bool]:
         metrics.run_time(time.monotonic() - _STARTED)
-        client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))  # type: ignore[no-untyped-call]
+        client, _ = build_client(reactor, persistent=False)
         return Deferred.fromCoroutine(
             push_at_exit(
                 metrics,
