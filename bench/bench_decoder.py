@@ -80,7 +80,7 @@ def main() -> None:
         "|---:|---:|---|---:|---|---:|",
     ]
     for mib, old, oo, new, no, ratio in rows:
-        lines.append(f"| {mib} MiB | {old:.3f} s | {oo} | {new * 1000:.2f} ms | {no} | {ratio:,.0f}× |")
+        lines.append(f"| {mib} MiB | {old:.3f} s | {oo} | {new * 1000:.2f} ms | {no} | {ratio:,.0f}x |")
     table = "\n".join(lines)
     print(table)
     os.makedirs(RESULTS, exist_ok=True)

@@ -264,7 +264,7 @@ class DecoderPropertyTests(SynchronousTestCase):
         noise = data.draw(st.binary(max_size=50))
         decoder = RequestDecoder()
         events: list[Event] = []
-        for start, stop in zip([0, *cuts], [*cuts, len(raw)]):
+        for start, stop in zip([0, *cuts], [*cuts, len(raw)], strict=True):
             events += decoder.feed(raw[start:stop])
         self.assertEqual(collapse(events), EXPECTED)
         try:
