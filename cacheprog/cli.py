@@ -83,7 +83,7 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     if not os.path.isabs(root):
         root = os.path.abspath(root)
         log.Logger("cli").warn("Root directory is not absolute, using it from the current directory", root=root)
-    local = DiskStore(root)
+    local = DiskStore(root, default=not cfg.text("root-directory"))
     try:
         plan = check(cfg, env)
         local.probe()
@@ -91,6 +91,8 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
         _die(str(e))
     protocol_fd = isolate_stdout()
     os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
+    # Spool files of killed runs (while go's first requests wait in the pipe).
+    local.sweep()
     log.Logger("cli").info("Starting cacheprog", root=local.root, remote=plan.kind)
     try:
         return _serve(cfg, local, plan, protocol_fd)
