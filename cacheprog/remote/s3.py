@@ -54,7 +54,7 @@ import hashlib
 import os
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -67,9 +67,9 @@ from twisted.python.failure import Failure
 from cacheprog import __version__
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
-from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
+from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata, trimmed
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
-from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
+from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, named_key, object_key
 
 _log = Logger("s3")
 T = TypeVar("T")
@@ -688,6 +688,42 @@ class S3Store(BulkGet):
             return False
         await read_limited(response)
         return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
+
+    # manifests and packs
+
+    async def get_blob(self, name: str) -> bytes:
+        body = await self.get_range(name, 0, -1)
+        return b"".join([chunk async for chunk in body])
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        """
+        One GetObject with C{Range} (C{stop} -1: the whole object), streamed.
+        A server that ignores the range (200) is read through to the range.
+        """
+        key = named_key(self.settings.prefix, name)
+        headers = {} if stop < 0 else {"Range": f"bytes={start}-{stop - 1}"}
+        response = await self._request("GET", key, "get range", headers=headers)
+        if response.code in (403, 404):
+            await read_limited(response)
+            raise NotFound(key)
+        if response.code not in (200, 206):
+            raise await self._error(response, "get range")
+        body = BodyStream(response, self.high_water)
+        if response.code == 200 and stop >= 0:
+            return trimmed(body, start, stop - start)
+        return body
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        key = named_key(self.settings.prefix, name)
+        digest = hashlib.sha256(data).digest()
+        headers = {
+            "x-amz-checksum-sha256": base64.b64encode(digest).decode("ascii"),
+            "x-amz-sdk-checksum-algorithm": "SHA256",
+        }
+        response = await self._request("PUT", key, "put blob", headers=headers, data=data, payload_sha256=digest.hex())
+        if not 200 <= response.code < 300:
+            raise await self._error(response, "put blob")
+        await read_limited(response)
 
     # region
 
