@@ -118,7 +118,8 @@ def plan_spans(
 
 
 def _runs(entries: list[ManifestEntry], gap: int) -> list[list[ManifestEntry]]:
-    ordered = sorted(entries, key=lambda e: (_ref(e).pack, _ref(e).offset))
+    # Empty entries take no room: they sort before the entry at their offset.
+    ordered = sorted(entries, key=lambda e: (_ref(e).pack, _ref(e).offset, _ref(e).length))
     runs: list[list[ManifestEntry]] = []
     for entry in ordered:
         ref = _ref(entry)
@@ -162,6 +163,7 @@ class SpanCutter:
         self._next = 0
         self._buffer = bytearray()
         self._last: tuple[PackRef, bytes] | None = None
+        self._skipped: list[ManifestEntry] = []
 
     def feed(self, data: bytes) -> list[tuple[ManifestEntry, bytes]]:
         """
@@ -177,6 +179,11 @@ class SpanCutter:
                 done.append((entries[self._next], self._last[1]))
                 self._next += 1
                 continue
+            if self._position > ref.offset and not self._buffer:
+                # Overlaps what was read already (a manifest that lies).
+                self._skipped.append(entries[self._next])
+                self._next += 1
+                continue
             if self._position < ref.offset:
                 skip = min(len(view), ref.offset - self._position)
                 view, self._position = view[skip:], self._position + skip
@@ -184,7 +191,7 @@ class SpanCutter:
                 take = min(len(view), ref.stop - self._position)
                 self._buffer += view[:take]
                 view, self._position = view[take:], self._position + take
-            if self._position == ref.stop and ref.offset <= self._position:
+            if self._position == ref.stop:
                 self._last = (ref, bytes(self._buffer))
                 done.append((entries[self._next], self._last[1]))
                 self._buffer.clear()
@@ -197,7 +204,7 @@ class SpanCutter:
         """
         The entries not completed (after the stream ended early).
         """
-        return self._span.entries[self._next :]
+        return (*self._skipped, *self._span.entries[self._next :])
 
 
 def live_bytes(entries: Iterable[ManifestEntry]) -> int:

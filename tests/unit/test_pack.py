@@ -64,6 +64,28 @@ class BuilderTests(SynchronousTestCase):
         got = SpanCutter(Span(P, 8, 12, (one, two))).feed(b"abcd")
         self.assertEqual([(e.action_id, s) for e, s in got], [(action(1), b"abcd"), (action(2), b"abcd")])
 
+    def test_empty_entries(self) -> None:
+        """
+        Empty entries (no room in the pack) at the offset of the next entry
+        come back empty, wherever go's order put them.
+        """
+        empty = placed(1, 8, 0)
+        full = placed(2, 8, 4)
+        after = placed(3, 12, 4)
+        (span,) = plan_spans([full, empty, after])
+        got = SpanCutter(span).feed(b"abcdefgh")
+        expected = [(action(1), b""), (action(2), b"abcd"), (action(3), b"efgh")]
+        self.assertEqual(sorted((e.action_id, s) for e, s in got), sorted(expected))
+
+    def test_overlap_is_missing(self) -> None:
+        """
+        An entry overlapping one read already is reported missing, never
+        handed out with wrong bytes.
+        """
+        cutter = SpanCutter(Span(P, 8, 20, (placed(1, 8, 10), placed(2, 10, 10))))
+        self.assertEqual([e.action_id for e, _ in cutter.feed(b"x" * 12)], [action(1)])
+        self.assertEqual([e.action_id for e in cutter.missing()], [action(2)])
+
     def test_gaps_skipped(self) -> None:
         """
         Bytes between wanted entries are read through and dropped.
