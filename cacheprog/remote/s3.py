@@ -52,8 +52,9 @@ import base64
 import binascii
 import hashlib
 import os
+import random as _random
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -335,6 +336,17 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
     return deferLater(clock, seconds, lambda: None)
 
 
+def environment_region(environ: Mapping[str, str]) -> str:
+    """
+    C{AWS_REGION}, else C{AWS_DEFAULT_REGION} (the SDKs' order), else "".
+    """
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
 class S3Store(BulkGet):
     """
     A bucket as remote store.
@@ -353,6 +365,8 @@ class S3Store(BulkGet):
     #: Extra attempts after a 5xx/429/connection failure, and their delays.
     retries = 2
     backoff: tuple[float, ...] = (0.05, 0.2)
+    #: Uniform in [0, 1): spreads retry delays (L{jittered}).
+    random: Callable[[], float] = staticmethod(_random.random)
     #: Budget of the region detection (GetBucketLocation, HeadBucket).
     region_timeout = 2.0
     #: Bytes of a body buffered before the connection is paused.
@@ -380,7 +394,10 @@ class S3Store(BulkGet):
         self._environ = os.environ if environ is None else environ
         self._credentials = credentials or CredentialSource(settings, run_in_thread, clock)
         self._exclude = frozenset(h.lower() for h in settings.exclude_headers_from_signing)
-        self.region = settings.region
+        self.region = settings.region or environment_region(self._environ)
+        #: The region came from AWS_REGION/AWS_DEFAULT_REGION, not the
+        #: user's --s3-region: the bucket's own answer may correct it.
+        self._region_from_environment = not settings.region and bool(self.region)
         self._region_job: Shared[str] = Shared(self._detect_region)
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
@@ -419,6 +436,7 @@ class S3Store(BulkGet):
         @raise S3Error: no answer after the last attempt.
         """
         credentials = await self._credentials.frozen()
+        pinned = region is not None
         if region is None:
             region = await self._region()
         url = self.settings.url(key, region, query)
@@ -439,14 +457,43 @@ class S3Store(BulkGet):
                     raise S3Error(operation, message=_describe(e)) from e
                 _log.debug("S3 request failed, retrying", operation=operation, key=key, reason=_describe(e))
             else:
+                if not pinned and await self._moved(response, region):
+                    return await self._request(
+                        method, key, operation, headers, data, payload_sha256, query, None, retries
+                    )
                 if final or response.code not in RETRY_STATUSES:
                     return response
                 code, _ = parse_error(await self._read_small(response))
                 _log.debug(
                     "S3 answered an error, retrying", operation=operation, key=key, status=response.code, code=code
                 )
-            await _sleep(self._clock, self.backoff[min(attempt, len(self.backoff) - 1)])
+            await _sleep(self._clock, self.jittered(self.backoff[min(attempt, len(self.backoff) - 1)], self.random))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def jittered(step: float, random: Callable[[], float]) -> float:
+        """
+        "Equal jitter": half the step plus up to another half, so clients
+        failing together do not retry in lock step, and no wait exceeds
+        the step.
+        """
+        return step / 2 + random() * step / 2
+
+    async def _moved(self, response: Any, region: str) -> bool:
+        """
+        Did the bucket answer that it lives in another region than the one
+        taken from the environment?  Then use its region from now on (the
+        answer is consumed).
+        """
+        if not self._region_from_environment or response.code not in (301, 400):
+            return False
+        hint = _header(response.headers, "x-amz-bucket-region")
+        if not hint or hint == region:
+            return False
+        await self._read_small(response)
+        self.region, self._region_from_environment = hint, False
+        _log.info("Bucket region detected", region=hint)
+        return True
 
     async def _read_small(self, response: Any) -> bytes:
         return await _body.read_limited(response, ERROR_BODY_LIMIT, clock=self._clock, read_timeout=self.read_timeout)
