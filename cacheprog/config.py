@@ -632,6 +632,7 @@ def help_text(command: str) -> str:
         "",
         "  direct  [default] run as the GOCACHEPROG program: GOCACHEPROG=cacheprog",
         "  proxy   serve a remote storage over HTTP for cacheprog clients (docker build sidecar)",
+        "  summary add up this job's runs: a table, Markdown, a GitHub job summary (cacheprog summary --help)",
         "",
         f"Options of {command} (flag > environment variable > default; an empty variable is unset):",
     ]
