@@ -140,6 +140,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
 
     from cacheprog.cache import Cache, Settings
     from cacheprog.remote.factory import build
+    from cacheprog.stats import Stats
     from cacheprog.stdio import CacheProtocol
 
     reactor: Any = _reactor
@@ -151,6 +152,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     with _tls_unless_needed(cfg):
         # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
         remote = build(plan, reactor, run_in_thread)
+    backend = remote
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
@@ -169,7 +171,11 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
         from cacheprog.remote.observing import ObservingStore
 
         remote = ObservingStore(remote, metrics, reactor)
-    cache = Cache(local, remote, reactor, run_in_thread, settings, observer=metrics)
+    stats = Stats()
+    journal = _warm_start(cfg, backend, local, reactor, run_in_thread, stats)
+    cache = Cache(local, remote, reactor, run_in_thread, settings, stats=stats, observer=metrics, journal=journal)
+    if journal is not None:
+        reactor.callWhenRunning(journal.start)
     protocol = CacheProtocol(cache, run_in_thread, after_close=after_close)
     status: list[int] = [1]
 
@@ -190,6 +196,32 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
     reactor.run(installSignalHandlers=True)
     return status[0]
+
+
+def _warm_start(cfg: _config.Config, backend: Any, local: Any, reactor: Any, run_in_thread: Any, stats: Any) -> Any:
+    """
+    The run manifest, packs and prefetch, when the store can hold them
+    and the option is on.
+    """
+    if not cfg.flag("warm-start") or not hasattr(backend, "get_range") or cfg.flag("disable-get"):
+        return None
+    from cacheprog.runkey import describe, run_key
+    from cacheprog.warmstart import WarmStart
+
+    override = cfg.text("manifest-key")
+    description = {} if override else describe(os.environ)
+    key = run_key(description, override)
+    log.Logger("cli").debug("Run manifest", key=key, **{k: str(v) for k, v in description.items()})
+    return WarmStart(
+        backend,
+        local,
+        reactor,
+        run_in_thread,
+        key,
+        stats,
+        wait=cfg.number("prefetch-wait"),
+        write=not cfg.flag("disable-put"),
+    )
 
 
 def _record_run(root: str, stats: dict[str, object]) -> None:

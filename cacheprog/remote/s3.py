@@ -52,8 +52,9 @@ import base64
 import binascii
 import hashlib
 import os
+import random as _random
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -67,9 +68,9 @@ from cacheprog.concurrency import Shared
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
 from cacheprog.remote import body as _body
-from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
+from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata, trimmed
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
-from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
+from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, named_key, object_key
 
 _log = Logger("s3")
 T = TypeVar("T")
@@ -335,6 +336,17 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
     return deferLater(clock, seconds, lambda: None)
 
 
+def environment_region(environ: Mapping[str, str]) -> str:
+    """
+    C{AWS_REGION}, else C{AWS_DEFAULT_REGION} (the SDKs' order), else "".
+    """
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
 class S3Store(BulkGet):
     """
     A bucket as remote store.
@@ -353,6 +365,8 @@ class S3Store(BulkGet):
     #: Extra attempts after a 5xx/429/connection failure, and their delays.
     retries = 2
     backoff: tuple[float, ...] = (0.05, 0.2)
+    #: Uniform in [0, 1): spreads retry delays (L{jittered}).
+    random: Callable[[], float] = staticmethod(_random.random)
     #: Budget of the region detection (GetBucketLocation, HeadBucket).
     region_timeout = 2.0
     #: Bytes of a body buffered before the connection is paused.
@@ -380,7 +394,10 @@ class S3Store(BulkGet):
         self._environ = os.environ if environ is None else environ
         self._credentials = credentials or CredentialSource(settings, run_in_thread, clock)
         self._exclude = frozenset(h.lower() for h in settings.exclude_headers_from_signing)
-        self.region = settings.region
+        self.region = settings.region or environment_region(self._environ)
+        #: The region came from AWS_REGION/AWS_DEFAULT_REGION, not the
+        #: user's --s3-region: the bucket's own answer may correct it.
+        self._region_from_environment = not settings.region and bool(self.region)
         self._region_job: Shared[str] = Shared(self._detect_region)
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
@@ -419,6 +436,7 @@ class S3Store(BulkGet):
         @raise S3Error: no answer after the last attempt.
         """
         credentials = await self._credentials.frozen()
+        pinned = region is not None
         if region is None:
             region = await self._region()
         url = self.settings.url(key, region, query)
@@ -439,14 +457,43 @@ class S3Store(BulkGet):
                     raise S3Error(operation, message=_describe(e)) from e
                 _log.debug("S3 request failed, retrying", operation=operation, key=key, reason=_describe(e))
             else:
+                if not pinned and await self._moved(response, region):
+                    return await self._request(
+                        method, key, operation, headers, data, payload_sha256, query, None, retries
+                    )
                 if final or response.code not in RETRY_STATUSES:
                     return response
                 code, _ = parse_error(await self._read_small(response))
                 _log.debug(
                     "S3 answered an error, retrying", operation=operation, key=key, status=response.code, code=code
                 )
-            await _sleep(self._clock, self.backoff[min(attempt, len(self.backoff) - 1)])
+            await _sleep(self._clock, self.jittered(self.backoff[min(attempt, len(self.backoff) - 1)], self.random))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def jittered(step: float, random: Callable[[], float]) -> float:
+        """
+        "Equal jitter": half the step plus up to another half, so clients
+        failing together do not retry in lock step, and no wait exceeds
+        the step.
+        """
+        return step / 2 + random() * step / 2
+
+    async def _moved(self, response: Any, region: str) -> bool:
+        """
+        Did the bucket answer that it lives in another region than the one
+        taken from the environment?  Then use its region from now on (the
+        answer is consumed).
+        """
+        if not self._region_from_environment or response.code not in (301, 400):
+            return False
+        hint = _header(response.headers, "x-amz-bucket-region")
+        if not hint or hint == region:
+            return False
+        await self._read_small(response)
+        self.region, self._region_from_environment = hint, False
+        _log.info("Bucket region detected", region=hint)
+        return True
 
     async def _read_small(self, response: Any) -> bytes:
         return await _body.read_limited(response, ERROR_BODY_LIMIT, clock=self._clock, read_timeout=self.read_timeout)
@@ -557,6 +604,42 @@ class S3Store(BulkGet):
             return False
         await self._read_small(response)
         return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
+
+    # manifests and packs
+
+    async def get_blob(self, name: str) -> bytes:
+        body = await self.get_range(name, 0, -1)
+        return b"".join([chunk async for chunk in body])
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        """
+        One GetObject with C{Range} (C{stop} -1: the whole object), streamed.
+        A server that ignores the range (200) is read through to the range.
+        """
+        key = named_key(self.settings.prefix, name)
+        headers = {} if stop < 0 else {"Range": f"bytes={start}-{stop - 1}"}
+        response = await self._request("GET", key, "get range", headers=headers)
+        if response.code in (403, 404):
+            await self._read_small(response)
+            raise NotFound(key)
+        if response.code not in (200, 206):
+            raise await self._error(response, "get range")
+        body = BodyStream(response, self.high_water, self._clock, self.read_timeout)
+        if response.code == 200 and stop >= 0:
+            return trimmed(body, start, stop - start)
+        return body
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        key = named_key(self.settings.prefix, name)
+        digest = hashlib.sha256(data).digest()
+        headers = {
+            "x-amz-checksum-sha256": base64.b64encode(digest).decode("ascii"),
+            "x-amz-sdk-checksum-algorithm": "SHA256",
+        }
+        response = await self._request("PUT", key, "put blob", headers=headers, data=data, payload_sha256=digest.hex())
+        if not 200 <= response.code < 300:
+            raise await self._error(response, "put blob")
+        await self._read_small(response)
 
     # region
 
