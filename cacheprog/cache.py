@@ -14,7 +14,7 @@ The cache semantics, independent of how requests arrive.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -23,11 +23,13 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
 from cacheprog import codec
+from cacheprog.concurrency import deadline, limited, semaphore
 from cacheprog.interfaces import (
     LocalObserver,
     NotFound,
     RemoteObject,
     RemoteStore,
+    RunJournal,
     ThreadRunner,
     Unavailable,
     UploadObject,
@@ -126,20 +128,6 @@ def _fire(waiters: list[Deferred[T]], value: T) -> None:
             d.callback(value)
 
 
-def _semaphore(limit: int) -> DeferredSemaphore | None:
-    return DeferredSemaphore(limit) if limit > 0 else None
-
-
-async def _limited(sem: DeferredSemaphore | None, job: Callable[[], Awaitable[T]]) -> T:
-    if sem is None:
-        return await job()
-    await sem.acquire()
-    try:
-        return await job()
-    finally:
-        sem.release()
-
-
 class Cache:
     """
     get / put / close over a local L{DiskStore} and a L{RemoteStore}.
@@ -154,6 +142,7 @@ class Cache:
         settings: Settings = Settings(),
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
+        journal: RunJournal | None = None,
     ) -> None:
         self._local = local
         self._remote = remote
@@ -163,7 +152,7 @@ class Cache:
         self.stats = stats if stats is not None else Stats()
         self._observer = observer
         self._flights: dict[bytes, _Flight] = {}
-        self._get_slots = _semaphore(settings.max_concurrent_gets)
+        self._get_slots = semaphore(settings.max_concurrent_gets)
         # 0 means "no limit" in the reference; we still keep a generous cap
         # so that a cold build cannot hold hundreds of bodies in memory.
         self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
@@ -171,6 +160,9 @@ class Cache:
         self._closing = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
+        self._journal = journal
+        if journal is not None:
+            journal.attach(self._save_soon)
 
     # get
 
@@ -180,22 +172,30 @@ class Cache:
         """
         self.stats.gets += 1
         self.stats.asked.append(action_id)
+        if self._journal is not None:
+            self._journal.note(action_id)
         started = self._clock.seconds()
         entry = self._local.lookup(action_id)
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
             self.stats.local_hits += 1
-            return entry
-        if self._settings.remote_enabled:
+        elif self._settings.remote_enabled:
             entry = await self._remote_get(action_id)
+            if entry is not None:
+                self.stats.remote_hits += 1
         if entry is None:
             self.stats.misses += 1
-        else:
-            self.stats.remote_hits += 1
+        elif self._journal is not None:
+            self._journal.record(action_id, entry)
         return entry
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it: wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
@@ -219,7 +219,7 @@ class Cache:
     async def _fly(self, action_id: bytes, flight: _Flight) -> None:
         result: Entry | None = None
         try:
-            result = await _limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
+            result = await limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
         except Unavailable:
             pass
         except (CancelledError, DeferredTimeout):
@@ -235,10 +235,8 @@ class Cache:
     async def _bounded_fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         # go is answered "miss" at the get timeout, but the download goes on
         # into the local tier; this deadline makes sure it ends.
-        job = Deferred.fromCoroutine(self._fetch(action_id, flight))
-        if self._settings.get_timeout > 0:
-            job.addTimeout(max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout), self._clock)
-        return await job
+        limit = max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout) if self._settings.get_timeout > 0 else 0
+        return await deadline(self._fetch(action_id, flight), limit, self._clock)
 
     async def _fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         flight.mark_started()
@@ -256,6 +254,14 @@ class Cache:
             return None
 
     async def _download(self, action_id: bytes, obj: RemoteObject) -> Entry:
+        # Whatever happens (unknown algorithm, corrupt, cancelled), the body
+        # is released here: an unread HTTP body must drop its connection.
+        try:
+            return await self._receive(action_id, obj)
+        finally:
+            await obj.body.aclose()
+
+    async def _receive(self, action_id: bytes, obj: RemoteObject) -> Entry:
         decoder = codec.Decoder(obj.compression, obj.size)
         big = max(obj.size, obj.stored_size) >= BIG
         spool = Spool(self._local, in_memory=not big)
@@ -310,6 +316,8 @@ class Cache:
         if self._observer is not None:
             self._observer.local_put(self._clock.seconds() - started, entry.size)
         self._save_soon()
+        if self._journal is not None:
+            self._journal.record(action_id, entry)
         if spool.digest != output_id:
             # go's OutputID is the SHA-256 of the body; every reader would
             # reject this object, so it is not worth uploading.
@@ -321,7 +329,7 @@ class Cache:
     def _start_upload(self, action_id: bytes, entry: Entry) -> None:
         if action_id in self._uploads:
             return
-        d = Deferred.fromCoroutine(_limited(self._put_slots, lambda: self._upload(action_id, entry)))
+        d = Deferred.fromCoroutine(limited(self._put_slots, lambda: self._upload(action_id, entry)))
         self._uploads[action_id] = d
 
         def forget(_: object) -> None:
@@ -330,11 +338,8 @@ class Cache:
         d.addBoth(forget)
 
     async def _upload(self, action_id: bytes, entry: Entry) -> None:
-        job = Deferred.fromCoroutine(self._send(action_id, entry))
-        if self._settings.put_timeout > 0:
-            job.addTimeout(self._settings.put_timeout, self._clock)
         try:
-            await job
+            await deadline(self._send(action_id, entry), self._settings.put_timeout, self._clock)
             self.stats.uploads += 1
         except Unavailable:
             self.stats.uploads_skipped += 1
@@ -380,6 +385,15 @@ class Cache:
 
     # close
 
+    def _close_jobs(self) -> list[Deferred[None]]:
+        """
+        Work that runs at close beside the uploads, under the same time
+        limit: the run manifest and its delta pack.
+        """
+        if self._journal is None:
+            return []
+        return [Deferred.fromCoroutine(self._journal.finish())]
+
     async def close(self) -> None:
         """
         Save the local entries; wait for background uploads, at most
@@ -387,7 +401,7 @@ class Cache:
         """
         self._closing = True
         await self._save()
-        pending = list(self._uploads.values())
+        pending = list(self._uploads.values()) + self._close_jobs()
         if not pending:
             return
         _log.info("Waiting for background uploads", count=len(pending))

@@ -16,7 +16,9 @@ build the cache and the protocol, which carry on from there.
 A run that ends (close, or stdin EOF for C{go list}) with every request
 answered here never imports Twisted: close is answered, stdout closed, done.
 Nothing is lost by that: a local hit writes nothing, so there is nothing to
-save, upload or drain.
+save, upload or drain.  When a run manifest is kept (warm start), close and
+EOF go to the protocol instead, and the hits answered here are replayed into
+the manifest (L{Handover.replay_into}) in go's order.
 
 Importing Twisted in a thread meanwhile was weighed and left out: the import
 is pure Python and holds the GIL, so every answer of the main thread would
@@ -35,6 +37,8 @@ from cacheprog.local import DiskStore
 from cacheprog.wire import Event, ProtocolError, Request, RequestDecoder, Response, encode_response
 
 if TYPE_CHECKING:
+    from cacheprog.interfaces import RunJournal
+    from cacheprog.local import Entry
     from cacheprog.stats import Stats
 
 #: How much of stdin one read takes.
@@ -61,6 +65,7 @@ class Handover:
     local_hits: int = 0
     misses: int = 0
     asked: list[bytes] = field(default_factory=list)
+    hits: list[tuple[bytes, Entry]] = field(default_factory=list)
 
     def count_into(self, stats: Stats) -> None:
         """
@@ -70,6 +75,15 @@ class Handover:
         stats.local_hits += self.local_hits
         stats.misses += self.misses
         stats.asked[:0] = self.asked
+
+    def replay_into(self, journal: RunJournal) -> None:
+        """
+        Tell the run manifest what the prelude answered, in go's order.
+        """
+        for action_id in self.asked:
+            journal.note(action_id)
+        for action_id, entry in self.hits:
+            journal.record(action_id, entry)
 
 
 class Prelude:
@@ -84,18 +98,22 @@ class Prelude:
         write: Callable[[bytes], None],
         close_output: Callable[[], None],
         remote_enabled: bool,
+        finish_alone: bool = True,
     ) -> None:
         """
         @param read: C{read(n)} returns up to n bytes of stdin, C{b""} at EOF.
         @param write: writes all of its argument to the protocol output.
         @param close_output: closes the protocol output.
         @param remote_enabled: a local miss may still be a remote hit.
+        @param finish_alone: whether close (and EOF) may end the run here;
+            False leaves them to the protocol (work at close: a manifest).
         """
         self._local = local
         self._read = read
         self._write = write
         self._close_output = close_output
         self._remote = remote_enabled
+        self._alone = finish_alone
         self._state = Handover(decoder=RequestDecoder())
 
     def run(self) -> Handover:
@@ -138,6 +156,8 @@ class Prelude:
         if not isinstance(event, Request):
             return False
         if event.command == "close":
+            if not self._alone:
+                return False
             self._send(Response(id=event.id))
             return None
         if event.command != "get":
@@ -151,6 +171,7 @@ class Prelude:
             response = Response(id=event.id, miss=True)
         else:
             state.local_hits += 1
+            state.hits.append((event.action_id, entry))
             response = Response(
                 id=event.id, output_id=entry.output_id, size=entry.size, time=entry.time, disk_path=entry.path
             )
@@ -169,6 +190,9 @@ class Prelude:
         except ProtocolError:
             # The protocol sees the same EOF and reports the cut request.
             return self._state
+        if not self._alone:
+            # The protocol sees the same EOF and ends the run.
+            return self._state
         return self._finish()
 
     def _finish(self) -> Handover:
@@ -180,7 +204,9 @@ class Prelude:
         return self._state
 
 
-def on_descriptors(local: DiskStore, input_fd: int, output_fd: int, remote_enabled: bool) -> Prelude:
+def on_descriptors(
+    local: DiskStore, input_fd: int, output_fd: int, remote_enabled: bool, finish_alone: bool = True
+) -> Prelude:
     """
     A prelude reading C{input_fd} and answering on C{output_fd} (both blocking).
     """
@@ -196,4 +222,5 @@ def on_descriptors(local: DiskStore, input_fd: int, output_fd: int, remote_enabl
         write=write,
         close_output=lambda: os.close(output_fd),
         remote_enabled=remote_enabled,
+        finish_alone=finish_alone,
     )

@@ -78,6 +78,18 @@ class _Body:
 
         self._chain = Deferred.fromCoroutine(job())
 
+    async def abandon(self) -> None:
+        """
+        The body will never end (EOF, a signal, bad input): drop what was
+        spooled, after the batch being written in a thread.
+        """
+        try:
+            if self._chain is not None:
+                await self._chain
+        except Exception:  # noqa: BLE001 - it is being thrown away
+            pass
+        self.spool.discard()
+
     async def finish(self) -> Spool:
         if self._big:
             self._flush(final=True)
@@ -137,10 +149,7 @@ class CacheProtocol(Protocol):
             self._io().write(self._handshake)
         handover, self._handover = self._handover, None
         if handover is not None:
-            for event in handover.backlog:
-                if self._ending:
-                    break
-                self._dispatch(event)
+            self._dispatch_all(handover.backlog)
             if handover.malformed and not self._ending:
                 self._malformed(handover.malformed)
 
@@ -150,11 +159,18 @@ class CacheProtocol(Protocol):
         try:
             events = self._decoder.feed(data)
         except ProtocolError as e:
-            for event in e.events:
-                self._dispatch(event)
-            self._malformed(str(e))
+            self._dispatch_all(e.events)
+            if not self._ending:
+                self._malformed(str(e))
             return
+        self._dispatch_all(events)
+
+    def _dispatch_all(self, events: list[Event]) -> None:
         for event in events:
+            if self._ending:
+                # Nothing after close is answered: go sent close last.
+                _log.warn("Request after close ignored")
+                return
             self._dispatch(event)
 
     def readConnectionLost(self) -> None:
@@ -288,6 +304,11 @@ class CacheProtocol(Protocol):
         self._finishing = Deferred.fromCoroutine(self._finish(close))
 
     async def _finish(self, close: Request | None) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            # A put cut off mid-body: its request is unanswerable, and its
+            # spool file (MiBs for a big one) must not stay in the root.
+            await body.abandon()
         while self._in_flight:
             pending = list(self._in_flight)
             for d in pending:

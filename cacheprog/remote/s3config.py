@@ -109,6 +109,19 @@ def object_key(prefix: str, action_id: bytes) -> str:
     return key
 
 
+def named_key(prefix: str, name: str) -> str:
+    """
+    The S3 key of a named object (a manifest, a pack): C{prefix} joined to
+    C{name} with the same rules as L{object_key}.
+    """
+    if not prefix:
+        return name
+    key = posixpath.normpath(posixpath.join(prefix, name))
+    if key.startswith("//"):
+        key = "/" + key.lstrip("/")
+    return key
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """
@@ -258,6 +271,22 @@ class S3Settings:
         }
 
 
+def _endpoint_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, str]:
+    """
+    The endpoint and where it came from: C{--s3-endpoint} /
+    C{CACHEPROG_S3_ENDPOINT}, else the AWS SDKs' C{AWS_ENDPOINT_URL_S3}, then
+    C{AWS_ENDPOINT_URL} (unless C{AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true}).
+    """
+    text = config.text("s3-endpoint").strip()
+    if text or environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
+        return text, config.source("s3-endpoint")
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value, name
+    return "", config.source("s3-endpoint")
+
+
 def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
     """
     Validate the s3 options (before the handshake).
@@ -268,10 +297,11 @@ def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
     bucket = config.text("s3-bucket").strip()
     if not bucket:
         raise ConfigError("the s3 remote storage needs a bucket: set --s3-bucket or CACHEPROG_S3_BUCKET")
+    text, source = _endpoint_setting(config, environ)
     try:
-        endpoint = parse_endpoint(config.text("s3-endpoint"))
+        endpoint = parse_endpoint(text)
     except ValueError as e:
-        raise ConfigError(f"invalid value for {config.source('s3-endpoint')}: {e}") from None
+        raise ConfigError(f"invalid value for {source}: {e}") from None
     try:
         prefix = render_prefix(config.text("s3-prefix"), environ, go_os(), go_arch())
     except ValueError as e:

@@ -170,6 +170,40 @@ class PreludeTests(SynchronousTestCase):
         state = Prelude(self.local, pipe.read, broken, pipe.close, remote_enabled=True).run()
         self.assertTrue(state.finished)
 
+    def test_close_left_to_protocol(self) -> None:
+        """
+        With work at close (a run manifest), hits are answered but close
+        and EOF are handed over, stdout open.
+        """
+        self.hit(1, b"one")
+        for reads in ((get(1, action(1)), close(2)), (get(1, action(1)),)):
+            pipe = _Pipe(*reads)
+            state = Prelude(self.local, pipe.read, pipe.write, pipe.close, True, finish_alone=False).run()
+            self.assertFalse(state.finished)
+            self.assertFalse(pipe.closed)
+            self.assertEqual([a["ID"] for a in pipe.answers()], [1])
+            self.assertEqual([e.id for e in state.backlog], [2] if len(reads) == 2 else [])  # type: ignore[union-attr]
+
+    def test_replay_into(self) -> None:
+        """
+        The journal hears every key asked, then every hit with its entry.
+        """
+        self.hit(1, b"one")
+        pipe = _Pipe(get(1, action(1)) + get(2, action(2)))
+        state = self.prelude(pipe).run()
+        calls: list[tuple[str, bytes, object]] = []
+
+        class Journal:
+            def note(self, action_id: bytes) -> None:
+                calls.append(("note", action_id, None))
+
+            def record(self, action_id: bytes, entry: object) -> None:
+                calls.append(("record", action_id, entry))
+
+        state.replay_into(Journal())  # type: ignore[arg-type]
+        self.assertEqual([(c[0], c[1]) for c in calls], [("note", action(1)), ("record", action(1))])
+        self.assertEqual(calls[1][2], self.local.lookup(action(1)))
+
     def test_count_into(self) -> None:
         """
         The counts go into the run's statistics, the keys asked first.
@@ -240,6 +274,7 @@ class ProcessTests(SynchronousTestCase):
 
     def run_cacheprog(self, root: str, stdin: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CACHEPROG_")}
+        env["CACHEPROG_WARM_START"] = "false"
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         return subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "cacheprog", "--root-directory", root, *args],
@@ -252,7 +287,8 @@ class ProcessTests(SynchronousTestCase):
     def test_local_hits_without_twisted(self) -> None:
         """
         A put (which needs Twisted), then a run of one hit and close: the
-        second run answers from the local tier and imports no Twisted.
+        second run (a remote store, no run manifest) answers from the local
+        tier and imports no Twisted.
         """
         root = os.path.abspath(self.mktemp())
         first = self.run_cacheprog(root, put(1, action(1), b"body") + close(2))
