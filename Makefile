@@ -52,11 +52,14 @@ bench: install
 # with a warm ccache (~/.cache/Nuitka): 3-5 min, ~2 of them compressing the payload.
 # NUITKA_EXTRA: more Nuitka options, after the configuration's.
 BINARY_APT_PACKAGES ?= patchelf ccache
+# The musl root of tests/binary/test_environments.py (Debian's musl loader and libc).
+BINARY_TEST_PACKAGES ?= musl
 NUITKA_EXTRA ?=
 
 .PHONY: binary dist
 binary:
 	@missing=; for tool in $(BINARY_APT_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for package in $(BINARY_TEST_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; fi
 	$(PIP) install --quiet --disable-pip-version-check -e '.[binary]'
 	$(PYTHON) scripts/build_binary.py -- $(NUITKA_EXTRA)

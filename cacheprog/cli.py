@@ -163,6 +163,9 @@ def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
 
 
 def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handover: Any = None) -> int:
+    from cacheprog.frozen import resolve_hosts_first
+
+    resolve_hosts_first()
     with _tls_unless_needed(cfg):
         from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning

@@ -12,12 +12,19 @@ binary (see C{build/nuitka.cfg}), and botocore finds them through
 C{AWS_DATA_PATH}, which it reads when a session is created.
 
 Cheap on purpose: it runs before the handshake.
+
+The binary also carries its own glibc (see C{build/nuitka_onefile_cache.py}),
+which reads the image's C{/etc/nsswitch.conf}; a scratch image has none, and
+then glibc asks DNS before C{/etc/hosts}, even for "localhost" or a name the
+container runtime wrote there.  L{resolve_hosts_first} restores "hosts:
+files dns" for that case.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 #: The shipped models, relative to the directory holding the package.
 DATA_DIRECTORY = "awsdata"
@@ -59,3 +66,53 @@ def prepare_frozen(environ: MutableMapping[str, str] | None = None) -> None:
     """
     if is_compiled():
         add_data_path(os.environ if environ is None else environ)
+
+
+def read_hosts(path: str = "/etc/hosts") -> dict[str, list[str]]:
+    """
+    Names (lower case) to addresses, from a hosts file; missing: empty.
+    """
+    table: dict[str, list[str]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return table
+    for line in lines:
+        words = line.partition("#")[0].split()
+        for name in words[1:]:
+            table.setdefault(name.lower().rstrip("."), []).append(words[0])
+    return table
+
+
+def hosts_first(getaddrinfo: Callable[..., Any], hosts: dict[str, list[str]]) -> Callable[..., Any]:
+    """
+    C{getaddrinfo} that answers names listed in C{hosts} from there (as
+    numeric addresses, no DNS) and asks C{getaddrinfo} for the rest.
+    """
+    import socket
+
+    def lookup(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> Any:
+        addresses = hosts.get(host.lower().rstrip(".")) if isinstance(host, str) else None
+        results: list[Any] = []
+        for address in addresses or ():
+            try:
+                results += getaddrinfo(address, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+            except socket.gaierror:
+                continue  # an IPv6 address for an IPv4-only question
+        return results or getaddrinfo(host, port, family, type, proto, flags)
+
+    return lookup
+
+
+def resolve_hosts_first(nsswitch: str = "/etc/nsswitch.conf", hosts: str = "/etc/hosts") -> None:
+    """
+    In the binary, when the image has no C{nsswitch.conf}: look names up in
+    C{/etc/hosts} before DNS.  Called before Twisted (which keeps its own
+    reference to C{socket.getaddrinfo}) is imported.
+    """
+    if not is_compiled() or os.path.exists(nsswitch):
+        return
+    import socket
+
+    socket.getaddrinfo = hosts_first(socket.getaddrinfo, read_hosts(hosts))

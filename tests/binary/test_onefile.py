@@ -1,5 +1,5 @@
 """
-The one-file binary's unpacking (C{scripts/nuitka_onefile_cache.py}): once per
+The one-file binary's unpacking (C{build/nuitka_onefile_cache.py}): once per
 build into C{$XDG_CACHE_HOME/cacheprog/<version>-<hash>}, safe when many
 processes start at the same time, never rewritten afterwards.
 

@@ -39,3 +39,60 @@ class FrozenTests(SynchronousTestCase):
         frozen.add_data_path(environ)
         frozen.add_data_path(environ)
         self.assertEqual(environ["AWS_DATA_PATH"], "/models" + os.pathsep + frozen.data_directory())
+
+
+class HostsFirstTests(SynchronousTestCase):
+    """
+    The binary's glibc without the image's nsswitch.conf: /etc/hosts first.
+    """
+
+    def setUp(self) -> None:
+        self.hosts = self.mktemp()
+        with open(self.hosts, "w") as f:
+            f.write("# comment\n127.0.0.1\tlocalhost s3.test  # minio\n::1 localhost\n")
+        self.asked: list[tuple[object, ...]] = []
+
+    def getaddrinfo(self, *args: object) -> list[tuple[object, ...]]:
+        import socket
+
+        self.asked.append(args)
+        if args[0] == "::1" and args[2] == socket.AF_INET:
+            raise socket.gaierror("family")
+        return [("answer", *args)]
+
+    def test_read_hosts(self) -> None:
+        table = frozen.read_hosts(self.hosts)
+        self.assertEqual(table, {"localhost": ["127.0.0.1", "::1"], "s3.test": ["127.0.0.1"]})
+        self.assertEqual(frozen.read_hosts(self.mktemp()), {})
+
+    def test_listed_name_numeric(self) -> None:
+        """
+        A listed name is answered from its addresses, asked as numeric
+        hosts (no DNS); an address of the wrong family is skipped.
+        """
+        import socket
+
+        lookup = frozen.hosts_first(self.getaddrinfo, frozen.read_hosts(self.hosts))
+        answer = lookup("LOCALHOST.", 443, socket.AF_INET)
+        self.assertEqual([a[1] for a in answer], ["127.0.0.1"])
+        self.assertTrue(all(a[-1] & socket.AI_NUMERICHOST for a in self.asked))
+
+    def test_other_names_unchanged(self) -> None:
+        lookup = frozen.hosts_first(self.getaddrinfo, frozen.read_hosts(self.hosts))
+        self.assertEqual(lookup("example.test", 80), [("answer", "example.test", 80, 0, 0, 0, 0)])
+
+    def test_only_compiled_without_nsswitch(self) -> None:
+        """
+        From source, or with an nsswitch.conf, socket.getaddrinfo stays.
+        """
+        import socket
+
+        original = socket.getaddrinfo
+        self.addCleanup(setattr, socket, "getaddrinfo", original)
+        frozen.resolve_hosts_first(nsswitch=self.mktemp(), hosts=self.hosts)
+        self.assertIs(socket.getaddrinfo, original)
+        self.patch(frozen, "is_compiled", lambda: True)
+        frozen.resolve_hosts_first(nsswitch=self.hosts, hosts=self.hosts)
+        self.assertIs(socket.getaddrinfo, original)
+        frozen.resolve_hosts_first(nsswitch=self.mktemp(), hosts=self.hosts)
+        self.assertIsNot(socket.getaddrinfo, original)
