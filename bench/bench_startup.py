@@ -143,7 +143,7 @@ def table(programs: list[Program], reference: Program | None) -> str:
         cells = [f"{p.median(phase):.1f} ms" for phase in PHASES]
         if reference is not None and p is not reference:
             cells = [
-                f"{cell} ({p.median(phase) / max(reference.median(phase), 1e-3):.1f}×)"
+                f"{cell} ({p.median(phase) / max(reference.median(phase), 1e-3):.1f}x)"
                 for cell, phase in zip(cells, PHASES, strict=True)
             ]
         lines.append(f"| {p.name} | " + " | ".join(cells) + " |")
