@@ -67,8 +67,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nuitka.freezer.IncludedEntryPoints import getStandaloneMainEntryPoint
 from nuitka.options.Options import isOnefileTempDirMode
@@ -78,6 +77,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (anchor, replacement); "{anchor}" in the replacement stands for the anchor.
 _PATCHES: tuple[tuple[str, str], ...] = (
+    # Nuitka prints its fatal errors with puts(): on stdout, which is the go
+    # command's protocol stream.  They belong on stderr.
+    (
+        "static void fatalError(char const *message) {\n    puts(message);\n",
+        """static void fatalError(char const *message) {
+    fprintf(stderr, "%s\\n", message);
+""",
+    ),
     (
         "#if defined(__OpenBSD__) || defined(_AIX) || defined(_NUITKA_EXPERIMENTAL_FORCE_UNIX_BINARY_NAME)\n",
         """#if _NUITKA_ONEFILE_TEMP_BOOL == 0 && !defined(_WIN32)
@@ -123,7 +130,7 @@ static bool cacheprogPrivateTemporary(char *base, size_t size) {
     }
     struct stat st;
     if (lstat(base, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
-        fprintf(stderr, "cacheprog: %s is not a directory owned by uid %ld and closed to others: not used\n", base,
+        fprintf(stderr, "cacheprog: %s is not a directory owned by uid %ld and closed to others: not used\\n", base,
                 (long)geteuid());
         return false;
     }
@@ -158,9 +165,10 @@ static bool cacheprogChooseDirectory(char *target, size_t size) {
     }
     fprintf(stderr,
             "cacheprog: no directory to unpack into: set XDG_CACHE_HOME (or HOME) to a writable directory;"
-            " tried XDG_CACHE_HOME=%s HOME=%s and /tmp/cacheprog-%ld\n",
+            " tried XDG_CACHE_HOME=%s HOME=%s and /tmp/cacheprog-%ld\\n",
             xdg ? xdg : "(unset)", home ? home : "(unset)", (long)geteuid());
-    return false;
+    // Nuitka's own failure path aborts (a signal); go deserves an exit status.
+    exit(2);
 }
 
 // Run the unpacked program; through the bundled loader when there is one.
@@ -385,8 +393,7 @@ LIBRARIES = "glibc"
 RUNTIME_LOADED = ("libgcc_s.so.1",)
 
 
-@dataclass(frozen=True)
-class Loader:
+class Loader(NamedTuple):
     """
     The bundled dynamic loader: its file name in the distribution folder and
     whether it takes C{--argv0} (glibc 2.33 and later).
