@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cacheprog.local import DiskStore
@@ -45,27 +44,38 @@ if TYPE_CHECKING:
 READ_SIZE = 1 << 16
 
 
-@dataclass
 class Handover:
     """
-    Where the prelude stopped.
+    Where the prelude stopped.  (A plain class: a dataclass would compile
+    its methods at import, on the path being made short.)
 
     @ivar finished: the run is over (close answered or stdin at EOF, every
         request answered; or stdout gone); stdout is closed.
     @ivar backlog: decoded events nobody has answered yet, in order.
     @ivar malformed: why the input cannot be decoded further, or C{""}.
+    @ivar answered: the IDs answered.
+    @ivar asked: the keys of the gets answered, in order.
+    @ivar hits: (key, entry) of the local hits, in order.
     """
 
-    decoder: RequestDecoder
-    finished: bool = False
-    backlog: list[Event] = field(default_factory=list)
-    malformed: str = ""
-    answered: set[int] = field(default_factory=set)
-    gets: int = 0
-    local_hits: int = 0
-    misses: int = 0
-    asked: list[bytes] = field(default_factory=list)
-    hits: list[tuple[bytes, Entry]] = field(default_factory=list)
+    def __init__(
+        self,
+        decoder: RequestDecoder,
+        gets: int = 0,
+        local_hits: int = 0,
+        misses: int = 0,
+        asked: list[bytes] | None = None,
+    ) -> None:
+        self.decoder = decoder
+        self.finished = False
+        self.backlog: list[Event] = []
+        self.malformed = ""
+        self.answered: set[int] = set()
+        self.gets = gets
+        self.local_hits = local_hits
+        self.misses = misses
+        self.asked: list[bytes] = asked if asked is not None else []
+        self.hits: list[tuple[bytes, Entry]] = []
 
     def count_into(self, stats: Stats) -> None:
         """
