@@ -16,7 +16,9 @@ first start is still writing, while a third process may already run from it.
 Users copy the binary into any image (Alpine's musl, distroless, scratch), so
 the C runtime travels inside: the payload carries the glibc loader and every
 library outside the distribution folder that its programs link (C{ldd}),
-plus C{libgcc_s} (glibc loads it to unwind exiting threads), and the
+plus C{libgcc_s} (glibc loads it to unwind exiting threads) and the C.UTF-8
+locale (C{LOCPATH}: Nuitka's start-up aborts when C{LANG} names a locale the
+image lacks and C.UTF-8 is missing too, as in scratch and Alpine images), and the
 bootstrap is linked statically.  Python itself cannot be rebuilt against
 musl here, so this is the way to need nothing from the image: the bootstrap
 starts the program through the bundled loader (C{ld-linux-x86-64.so.2
@@ -202,6 +204,12 @@ static void cacheprogExec(char const *program, char **argv) {
     }
     args[n] = NULL;
     target = loader;
+    char locales[4096];
+    snprintf(locales, sizeof(locales), "%s/" CACHEPROG_LIBRARIES "/locale", payload_path);
+    if (access(locales, F_OK) == 0) {
+        // The bundled C.UTF-8: Nuitka's start-up aborts without any usable locale.
+        setenv("LOCPATH", locales, 1);
+    }
 #endif
     for (int attempt = 0; attempt < 10; attempt++) {
         execv(target, args);
@@ -391,6 +399,8 @@ def patch_bootstrap(source: str, payload: str, main_filename: str, loader: Loade
 LIBRARIES = "glibc"
 #: Loaded at run time with dlopen, so ldd does not list them.
 RUNTIME_LOADED = ("libgcc_s.so.1",)
+#: The C.UTF-8 locale (glibc 2.35+, Debian's libc-bin), shipped in glibc/locale.
+C_UTF8 = "/usr/lib/locale/C.utf8"
 
 
 class Loader(NamedTuple):
@@ -455,6 +465,11 @@ def bundle_c_runtime(dist_dir: str) -> Loader:
     os.makedirs(target, exist_ok=True)
     for path in sorted(libraries):
         shutil.copyfile(path, os.path.join(target, os.path.basename(path)))
+    if os.path.isdir(C_UTF8):
+        # Nuitka's start-up converts paths with the environment's locale and,
+        # failing that, C.UTF-8; with neither installed (LANG=C.UTF-8 in a
+        # scratch or Alpine image) it aborts.  The bootstrap points LOCPATH here.
+        shutil.copytree(C_UTF8, os.path.join(target, "locale", os.path.basename(C_UTF8)), dirs_exist_ok=True)
     name = os.path.basename(loader)
     shutil.copyfile(loader, os.path.join(dist_dir, name))
     os.chmod(os.path.join(dist_dir, name), 0o755)
