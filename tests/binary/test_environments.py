@@ -76,7 +76,8 @@ def _copy_package(package: str, root: str) -> None:
         if path.startswith("/usr/share") or path == "/.":
             continue
         target = root + path
-        if os.path.isdir(path) and not os.path.islink(path):
+        if os.path.isdir(path):
+            # Plain directories here, even where the host has merged /usr (/lib -> usr/lib).
             os.makedirs(target, exist_ok=True)
             continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -164,6 +165,8 @@ class _Sandbox:
                 f"{mount} --bind {q(root)} {q(root)}",
                 f"{mount} -o remount,bind,ro {q(root)}",
                 f"{mount} -t tmpfs -o mode=1777 tmpfs {q(root + '/tmp')}",
+                # The tmpfs hides the work directory's mount point when it is under /tmp.
+                f"mkdir -p {q(root + self.work)}",
             ]
         lines += [
             f"{mount} -t proc proc {q(root + '/proc')}",
@@ -226,6 +229,8 @@ class _Seed:
             done = go_build(sandbox.wrapper(Scenario()), module, store, os.path.join(work, "seed"))
             test.assertEqual(done.returncode, 0, done.stderr[-6000:])
             test.assertGreater(len(compiles(done.stderr)), 0, "the seed build compiled nothing")
+            # Any uid of the scenarios reads it and may write to it.
+            os.chmod(store, 0o777)
             for directory, names, files in os.walk(store):
                 for name in names + files:
                     os.chmod(os.path.join(directory, name), 0o777 if name in names else 0o666)
