@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -58,6 +57,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -70,11 +70,11 @@ from cacheprog.log import Logger
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
 from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
+from cacheprog.remote.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 
 _log = Logger("s3")
 T = TypeVar("T")
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 USER_AGENT = f"cacheprog/{__version__}"
 #: Answers worth another try (throttling and server trouble).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -190,26 +190,6 @@ def parse_error(body: bytes) -> tuple[str, str]:
     return code, message
 
 
-_AUTH: list[Any] = []
-
-
-def _auth_class() -> Any:
-    """
-    botocore's S3 SigV4 signer, taking the payload hash we computed already
-    (the Go reference's precomputed-SHA256 middleware) instead of hashing
-    the body again.
-    """
-    if not _AUTH:
-        from botocore.auth import S3SigV4Auth
-
-        class PrecomputedPayloadAuth(S3SigV4Auth):  # type: ignore[misc]
-            def payload(self, request: Any) -> str:
-                return str(request.context["cacheprog_payload_sha256"])
-
-        _AUTH.append(PrecomputedPayloadAuth)
-    return _AUTH[0]
-
-
 def sign(
     method: str,
     url: str,
@@ -218,6 +198,7 @@ def sign(
     credentials: Any,
     region: str,
     exclude: frozenset[str] = frozenset(),
+    signer: Signer | None = None,
 ) -> dict[str, str]:
     """
     The headers to send for a SigV4-signed request: C{headers} plus
@@ -225,15 +206,15 @@ def sign(
     session token) C{X-Amz-Security-Token}.  Headers named in C{exclude}
     (lowercase) are sent but not signed.
     """
-    from botocore.awsrequest import AWSRequest
-
-    unsigned = {k: v for k, v in headers.items() if k.lower() in exclude}
-    request = AWSRequest(method=method, url=url, headers={k: v for k, v in headers.items() if k not in unsigned})
-    request.context["cacheprog_payload_sha256"] = payload_sha256
-    _auth_class()(credentials, "s3", region).add_auth(request)
-    signed = {str(k): str(v) for k, v in request.headers.items()}
-    signed.update(unsigned)
-    return signed
+    parts = urlsplit(url)
+    host = parts.netloc
+    default_port = ":443" if parts.scheme == "https" else ":80"
+    if host.endswith(default_port):
+        # Twisted leaves the default port out of the Host header it sends.
+        host = host[: -len(default_port)]
+    return (signer or Signer(exclude=exclude)).sign(
+        method, host, parts.path, parts.query, headers, payload_sha256, credentials, region
+    )
 
 
 class _Tracked(Generic[T]):
@@ -513,8 +494,9 @@ class S3Store(BulkGet):
         self._pool = pool
         self._environ = os.environ if environ is None else environ
         self._credentials = credentials or CredentialSource(settings, run_in_thread, clock)
-        self._exclude = frozenset(h.lower() for h in settings.exclude_headers_from_signing)
+        self._signer = Signer(exclude=frozenset(h.lower() for h in settings.exclude_headers_from_signing))
         self.region = settings.region
+        self._tls = settings.endpoint is None or settings.endpoint.scheme == "https"
         self._region_job: _Shared[str] = _Shared(self._detect_region)
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
@@ -559,7 +541,7 @@ class S3Store(BulkGet):
         attempts = 1 + (self.retries if retries is None else retries)
         for attempt in range(attempts):
             final = attempt + 1 >= attempts
-            sent = sign(method, url, headers or {}, payload_sha256, credentials, region, self._exclude)
+            sent = sign(method, url, headers or {}, payload_sha256, credentials, region, signer=self._signer)
             sent["User-Agent"] = USER_AGENT
             request = _Tracked(
                 self._client.request(method, url, headers=sent, data=data, unbuffered=True, allow_redirects=False)
@@ -659,20 +641,28 @@ class S3Store(BulkGet):
         meta = reference_metadata(obj)
         if key in self._absent:
             self._absent.discard(key)
-        elif await self._stored_already(key, obj, meta):
+        elif not obj.absent and await self._stored_already(key, obj, meta):
             self.dedup_skips += 1
             return
         headers = {_META + name: value for name, value in meta.items()}
-        headers["x-amz-checksum-sha256"] = base64.b64encode(obj.sha256).decode("ascii")
-        headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
         if self.settings.expiration > 0:
             headers["Expires"] = formatdate(self._clock.seconds() + self.settings.expiration, usegmt=True)
         response = await self._request(
-            "PUT", key, "put object", headers=headers, data=obj.data, payload_sha256=obj.sha256.hex()
+            "PUT", key, "put object", headers=headers, data=obj.data, payload_sha256=self._payload_hash(obj)
         )
         if not 200 <= response.code < 300:
             raise await self._error(response, "put object")
         await read_limited(response)
+
+    def _payload_hash(self, obj: UploadObject) -> str:
+        """
+        Over TLS the body is not hashed at all (TLS already protects it, and
+        every reader checks SHA-256 against the OutputID); over plain HTTP
+        its signed SHA-256 is what S3 checks it against.
+        """
+        if self._tls:
+            return UNSIGNED_PAYLOAD
+        return obj.sha256.hex()
 
     async def _stored_already(self, key: str, obj: UploadObject, meta: Mapping[str, str]) -> bool:
         """
@@ -764,13 +754,15 @@ def build_s3_store(
 ) -> S3Store:
     """
     The store for checked options (L{cacheprog.remote.s3config.check_s3}):
-    a treq client over a persistent pool (32 connections per host).
+    a direct client (no treq, endpoints made once) over a persistent pool
+    (32 connections per host).
     """
-    from treq.client import HTTPClient as TreqClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import HTTPConnectionPool
+
+    from cacheprog.remote.directclient import DirectClient, direct_agent
 
     pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
     pool.maxPersistentPerHost = 32
     pool.cachedConnectionTimeout = 90
-    agent = Agent(reactor, pool=pool, connectTimeout=10)  # type: ignore[no-untyped-call]
-    return S3Store(S3Settings(**options), TreqClient(agent), reactor, run_in_thread, pool=pool, environ=environ)
+    client = DirectClient(direct_agent(reactor, pool, 10))
+    return S3Store(S3Settings(**options), client, reactor, run_in_thread, pool=pool, environ=environ)

@@ -529,7 +529,7 @@ class SignatureTests(S3TestCase):
         self.assertEqual(put.headers["x-amz-content-sha256"], hashlib.sha256(put.body).hexdigest())
         self.assertEqual(put.body, obj.data)
         signed = put.signed_headers
-        for name in ("host", "x-amz-content-sha256", "x-amz-date", "x-amz-meta-output_id", "x-amz-checksum-sha256"):
+        for name in ("host", "x-amz-content-sha256", "x-amz-date", "x-amz-meta-output_id"):
             self.assertIn(name, signed)
         self.assertNotIn("accept-encoding", signed)
         self.assertNotIn("user-agent", signed)
@@ -603,12 +603,37 @@ class PutTests(S3TestCase):
         self.assertEqual(put.headers["x-amz-meta-output_id"], base64.b64encode(hashlib.sha256(body).digest()).decode())
         self.assertEqual(put.headers["x-amz-meta-compression_algorithm"], "zstd")
         self.assertEqual(put.headers["x-amz-meta-uncompressed_size"], str(len(body)))
-        self.assertEqual(put.headers["x-amz-checksum-sha256"], base64.b64encode(obj.sha256).decode())
-        self.assertEqual(put.headers["x-amz-sdk-checksum-algorithm"], "SHA256")
+        # Over plain HTTP the signed payload hash is the integrity check; a
+        # second SHA-256 header would only cost another pass.
+        self.assertEqual(put.headers["x-amz-content-sha256"], obj.sha256.hex())
+        self.assertNotIn("x-amz-checksum-sha256", put.headers)
         self.assertEqual(put.headers["content-length"], str(len(obj.data)))
         self.assertNotIn("content-md5", put.headers)
         self.assertNotIn("expires", put.headers)
         self.assertEqual(self.fake.objects[HEX].data, obj.data)
+
+    def test_tls_payload_unsigned(self) -> None:
+        """
+        Over https the body is neither hashed nor signed: TLS protects it,
+        and readers check SHA-256 against the OutputID.
+        """
+        obj = upload(b"over tls " * 50)
+        self.result(self.make(endpoint=parse_endpoint("https://s3.test:9000")).put(obj))
+        put = self.fake.requests[-1]
+        self.assertEqual(put.headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD")
+        self.assertIn("x-amz-content-sha256", put.signed_headers)
+        self.assertNotIn("x-amz-checksum-sha256", put.headers)
+        self.assertNotIn("sha256", obj._sums)
+
+    def test_known_absent_needs_no_head(self) -> None:
+        """
+        An object the core knows the store lacks (a miss, a complete
+        listing) is written at once, without the HEAD and without its MD5.
+        """
+        obj = codec.prepare_upload(AID, hashlib.sha256(b"new").digest(), b"new", absent=True)
+        self.result(self.make().put(obj))
+        self.assertEqual([r.method for r in self.fake.requests], ["PUT"])
+        self.assertNotIn("md5", obj._sums)
 
     def test_raw_and_empty(self) -> None:
         self.result(self.make().put(upload(b"", action_id=AID)))
