@@ -144,6 +144,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     with _tls_unless_needed(cfg):
         # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
         remote = build(plan, reactor, run_in_thread)
+    presence = _presence(cfg, remote, reactor)
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
@@ -156,13 +157,14 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
         max_concurrent_gets=cfg.integer("max-concurrent-remote-gets"),
         max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
         remote_enabled=plan.kind != "disabled",
+        defer_uploads=cfg.flag("defer-uploads"),
     )
     metrics, after_close = _metrics(cfg, reactor)
     if metrics is not None and plan.kind != "disabled":
         from cacheprog.remote.observing import ObservingStore
 
         remote = ObservingStore(remote, metrics, reactor)
-    cache = Cache(local, remote, reactor, run_in_thread, settings, observer=metrics)
+    cache = Cache(local, remote, reactor, run_in_thread, settings, observer=metrics, presence=presence)
     protocol = CacheProtocol(cache, run_in_thread, after_close=after_close)
     status: list[int] = [1]
 
@@ -182,6 +184,20 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
     reactor.run(installSignalHandlers=True)
     return status[0]
+
+
+def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
+    """
+    The presence view, fed by a bounded listing of the prefix when asked
+    for (and the store can list).
+    """
+    from cacheprog.presence import Presence, load
+
+    presence = Presence()
+    pages = cfg.integer("presence-list-pages")
+    if pages > 0 and not cfg.flag("disable-get") and hasattr(store, "list_keys"):
+        load(presence, store.list_keys(pages), reactor, cfg.number("remote-get-timeout"))
+    return presence
 
 
 def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:

@@ -97,5 +97,6 @@ def direct_agent(reactor: Any, pool: Any, connect_timeout: float | None) -> Any:
     """
     from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, _StandardEndpointFactory
 
-    endpoints = _StandardEndpointFactory(reactor, BrowserLikePolicyForHTTPS(), connect_timeout, None)
+    policy = BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]
+    endpoints = _StandardEndpointFactory(reactor, policy, connect_timeout, None)  # type: ignore[no-untyped-call]
     return Agent.usingEndpointFactory(reactor, CachedEndpoints(endpoints), pool=pool)  # type: ignore[no-untyped-call]

@@ -53,7 +53,7 @@ import binascii
 import os
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -67,6 +67,7 @@ from twisted.python.failure import Failure
 from cacheprog import __version__
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
+from cacheprog.presence import Listing
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
 from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
@@ -80,6 +81,8 @@ USER_AGENT = f"cacheprog/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Error bodies are read up to this size (for their code); bigger: aborted.
 ERROR_BODY_LIMIT = 64 * 1024
+#: A page of 1000 keys is about 300 KB of XML.
+LIST_BODY_LIMIT = 4 << 20
 _META = "x-amz-meta-"
 
 
@@ -168,6 +171,36 @@ def parse_location(body: bytes) -> str:
                 return DEFAULT_REGION
             return "eu-west-1" if text == "EU" else text
     raise ValueError("no LocationConstraint in the answer")
+
+
+def parse_listing(body: bytes) -> tuple[list[str], str]:
+    """
+    The keys of a ListObjectsV2 page and the token of the next page
+    (C{""}: this was the last).
+    """
+    root = ET.fromstring(body)
+    keys: list[str] = []
+    token = ""
+    truncated = False
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "Key":
+            keys.append(element.text or "")
+        elif tag == "NextContinuationToken":
+            token = element.text or ""
+        elif tag == "IsTruncated":
+            truncated = (element.text or "").strip() == "true"
+    return keys, token if truncated else ""
+
+
+def _action_ids(keys: list[str], prefix: str) -> Iterator[bytes]:
+    for key in keys:
+        name = key[len(prefix) :]
+        if key.startswith(prefix) and len(name) == 64:
+            try:
+                yield bytes.fromhex(name)
+            except ValueError:
+                continue
 
 
 def parse_error(body: bytes) -> tuple[str, str]:
@@ -678,6 +711,34 @@ class S3Store(BulkGet):
             return False
         await read_limited(response)
         return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
+
+    # listing
+
+    async def list_keys(self, max_pages: int) -> Listing:
+        """
+        The action IDs under the prefix (ListObjectsV2, 1000 keys a page),
+        at most C{max_pages} pages; incomplete when the cap stopped it.
+        Keys that are not 64 hex digits (manifests, packs) are skipped.
+
+        @raise S3Error: the store refused (no s3:ListBucket) or failed.
+        """
+        from cacheprog.remote.sigv4 import encode_query
+
+        prefix = self.key(bytes(32))[:-64]
+        found: set[bytes] = set()
+        token = ""
+        for _ in range(max_pages):
+            params = {"list-type": "2", "prefix": prefix}
+            if token:
+                params["continuation-token"] = token
+            response = await self._request("GET", "", "list objects", query=encode_query(params))
+            if response.code != 200:
+                raise await self._error(response, "list objects")
+            keys, token = parse_listing(await read_limited(response, LIST_BODY_LIMIT))
+            found.update(_action_ids(keys, prefix))
+            if not token:
+                return Listing(frozenset(found), complete=True)
+        return Listing(frozenset(found), complete=False)
 
     # region
 

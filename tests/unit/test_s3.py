@@ -37,7 +37,6 @@ from cacheprog.remote import credentials as credentials_module
 from cacheprog.remote import factory
 from cacheprog.remote.credentials import CredentialsError, CredentialSource
 from cacheprog.remote.s3 import (
-    EMPTY_SHA256,
     BodyStream,
     HTTPClient,
     S3Error,
@@ -54,6 +53,7 @@ from cacheprog.remote.s3config import (
     object_key,
     parse_endpoint,
 )
+from cacheprog.remote.sigv4 import EMPTY_SHA256
 
 T = TypeVar("T")
 AID = hashlib.sha256(b"action").digest()
@@ -148,6 +148,8 @@ class FakeS3(Resource):
         if key == "":
             if record.method == "GET" and record.uri.endswith("?location"):
                 return self.location
+            if record.method == "GET" and "list-type=2" in record.uri:
+                return self._list(request)
             return self._error(request, 400, "InvalidRequest")
         if record.method == "PUT":
             meta = {k[len("x-amz-meta-") :]: v for k, v in headers.items() if k.startswith("x-amz-meta-")}
@@ -172,6 +174,24 @@ class FakeS3(Resource):
             request.setHeader("Content-Length", str(len(stored.data)))
             return b""
         return stored.data
+
+    page_size = 2
+
+    def _list(self, request: Request) -> bytes:
+        """
+        ListObjectsV2, C{page_size} keys a page; the token is the last key.
+        """
+        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        keys = sorted(k for k in self.objects if k.startswith(args.get("prefix", "")))
+        after = args.get("continuation-token", "")
+        keys = [k for k in keys if k > after]
+        page, more = keys[: self.page_size], len(keys) > self.page_size
+        contents = "".join(f"<Contents><Key>{k}</Key><Size>1</Size></Contents>" for k in page)
+        token = f"<NextContinuationToken>{page[-1]}</NextContinuationToken>" if more else ""
+        return (
+            '<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>{contents}{token}</ListBucketResult>"
+        ).encode()
 
     def _error(self, request: Request, status: int, code: str) -> bytes:
         request.setResponseCode(status)
@@ -588,6 +608,43 @@ class SignatureTests(S3TestCase):
         request = self.fake.requests[-1]
         self.assertEqual(request.headers["x-amz-security-token"], "TOKEN")
         self.assertIn("x-amz-security-token", request.signed_headers)
+
+
+class ListTests(S3TestCase):
+    def fill(self, count: int, prefix: str = "") -> list[bytes]:
+        ids = [hashlib.sha256(b"%d" % i).digest() for i in range(count)]
+        for action_id in ids:
+            self.put_raw(object_key(prefix, action_id), b"x", {})
+        return ids
+
+    def test_complete(self) -> None:
+        """
+        Every page is read; only keys of the prefix that are action IDs
+        count (not manifests, not another prefix).
+        """
+        ids = self.fill(5, "ci/linux")
+        self.fill(2, "ci/other")
+        self.put_raw("ci/linux/manifests/abc", b"m", {})
+        listing = self.result(self.make(prefix="ci/linux").list_keys(10))
+        self.assertEqual((listing.action_ids, listing.complete), (frozenset(ids), True))
+        lists = [r for r in self.fake.requests if "list-type=2" in r.uri]
+        self.assertEqual(len(lists), 3)
+        self.assertIn("prefix=ci%2Flinux%2F", lists[0].uri)
+        self.assertIn("continuation-token=", lists[1].uri)
+
+    def test_page_cap(self) -> None:
+        self.fill(5)
+        listing = self.result(self.make().list_keys(2))
+        self.assertEqual((len(listing.action_ids), listing.complete), (4, False))
+
+    def test_refused(self) -> None:
+        """
+        Without s3:ListBucket the listing fails (the caller then asks per
+        object).
+        """
+        self.fake.fail.append((403, "AccessDenied"))
+        failure = self.failureResultOf(self.start(self.make().list_keys(2)), S3Error)
+        self.assertEqual(failure.value.code, "AccessDenied")
 
 
 class PutTests(S3TestCase):
