@@ -23,6 +23,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
 from cacheprog import codec
+from cacheprog.concurrency import deadline, limited, semaphore
 from cacheprog.interfaces import (
     LocalObserver,
     NotFound,
@@ -128,20 +129,6 @@ def _fire(waiters: list[Deferred[T]], value: T) -> None:
             d.callback(value)
 
 
-def _semaphore(limit: int) -> DeferredSemaphore | None:
-    return DeferredSemaphore(limit) if limit > 0 else None
-
-
-async def _limited(sem: DeferredSemaphore | None, job: Callable[[], Awaitable[T]]) -> T:
-    if sem is None:
-        return await job()
-    await sem.acquire()
-    try:
-        return await job()
-    finally:
-        sem.release()
-
-
 class Cache:
     """
     get / put / close over a local L{DiskStore} and a L{RemoteStore}.
@@ -167,7 +154,7 @@ class Cache:
         self._observer = observer
         self.presence = presence if presence is not None else Presence()
         self._flights: dict[bytes, _Flight] = {}
-        self._get_slots = _semaphore(settings.max_concurrent_gets)
+        self._get_slots = semaphore(settings.max_concurrent_gets)
         # 0 means "no limit" in the reference; we still keep a generous cap
         # so that a cold build cannot hold hundreds of bodies in memory.
         self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
@@ -236,7 +223,7 @@ class Cache:
     async def _fly(self, action_id: bytes, flight: _Flight) -> None:
         result: Entry | None = None
         try:
-            result = await _limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
+            result = await limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
         except Unavailable:
             pass
         except (CancelledError, DeferredTimeout):
@@ -252,10 +239,8 @@ class Cache:
     async def _bounded_fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         # go is answered "miss" at the get timeout, but the download goes on
         # into the local tier; this deadline makes sure it ends.
-        job = Deferred.fromCoroutine(self._fetch(action_id, flight))
-        if self._settings.get_timeout > 0:
-            job.addTimeout(max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout), self._clock)
-        return await job
+        limit = max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout) if self._settings.get_timeout > 0 else 0
+        return await deadline(self._fetch(action_id, flight), limit, self._clock)
 
     async def _fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         flight.mark_started()
@@ -274,6 +259,14 @@ class Cache:
             return None
 
     async def _download(self, action_id: bytes, obj: RemoteObject) -> Entry:
+        # Whatever happens (unknown algorithm, corrupt, cancelled), the body
+        # is released here: an unread HTTP body must drop its connection.
+        try:
+            return await self._receive(action_id, obj)
+        finally:
+            await obj.body.aclose()
+
+    async def _receive(self, action_id: bytes, obj: RemoteObject) -> Entry:
         decoder = codec.Decoder(obj.compression, obj.size)
         big = max(obj.size, obj.stored_size) >= BIG
         spool = Spool(self._local, in_memory=not big)
@@ -343,7 +336,7 @@ class Cache:
             # The build keeps every core busy; uploads wait for close.
             self._deferred[action_id] = entry
             return
-        d = Deferred.fromCoroutine(_limited(self._put_slots, lambda: self._upload(action_id, entry)))
+        d = Deferred.fromCoroutine(limited(self._put_slots, lambda: self._upload(action_id, entry)))
         self._uploads[action_id] = d
 
         def forget(_: object) -> None:
@@ -352,11 +345,8 @@ class Cache:
         d.addBoth(forget)
 
     async def _upload(self, action_id: bytes, entry: Entry) -> None:
-        job = Deferred.fromCoroutine(self._send(action_id, entry))
-        if self._settings.put_timeout > 0:
-            job.addTimeout(self._settings.put_timeout, self._clock)
         try:
-            await job
+            await deadline(self._send(action_id, entry), self._settings.put_timeout, self._clock)
             self.stats.uploads += 1
         except Unavailable:
             self.stats.uploads_skipped += 1

@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """
     args = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
+    if args[:1] == ["summary"]:
+        from cacheprog.summary import main as _summary
+
+        raise SystemExit(_summary(args[1:], env))
     try:
         cfg = _config.parse(args, env)
     except _config.Usage as u:
@@ -65,6 +69,7 @@ def isolate_stdout() -> int:
 
 
 _STARTED = time.monotonic()
+_STARTED_WALL = time.time()
 
 
 def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
@@ -170,7 +175,8 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
 
     def finished(code: int) -> None:
         status[0] = code
-        log.Logger("cli").info("cacheprog statistics " + cache.stats.summary())
+        log.Logger("cli").info("cacheprog statistics", **dict(cache.stats.fields()))
+        _record_run(local.root, cache.stats.record())
         try:
             reactor.stop()
         except ReactorNotRunning:
@@ -200,6 +206,20 @@ def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
     return presence
 
 
+def _record_run(root: str, stats: dict[str, object]) -> None:
+    """
+    Append this run's statistics to the run log (C{cacheprog summary});
+    trouble is a warning, never a failed build.
+    """
+    from cacheprog.runlog import RunLog, go_command, run_record
+
+    record = run_record(stats, _STARTED_WALL, time.time(), go_command(os.getppid()))
+    try:
+        RunLog(root).append(record)
+    except OSError as e:
+        log.Logger("cli").warn("Cannot append to the run log", reason=str(e))
+
+
 def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
     """
     Metrics and their push at close, only when a push endpoint is set (no
@@ -209,17 +229,16 @@ def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
     endpoint = cfg.text("metrics-push-endpoint")
     if not endpoint:
         return None, None
-    from treq.client import HTTPClient
     from twisted.internet.defer import Deferred
-    from twisted.web.client import Agent, HTTPConnectionPool
 
     from cacheprog.metrics import Metrics, push_at_exit
+    from cacheprog.remote.pool import build_client
 
     metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
 
     def after_close() -> Deferred[bool]:
         metrics.run_time(time.monotonic() - _STARTED)
-        client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))  # type: ignore[no-untyped-call]
+        client, _ = build_client(reactor, persistent=False)
         return Deferred.fromCoroutine(
             push_at_exit(
                 metrics,

@@ -654,6 +654,7 @@ def help_text(command: str) -> str:
         "  direct  [default] run as the GOCACHEPROG program: GOCACHEPROG=cacheprog",
         "  proxy   serve a remote storage over HTTP for cacheprog clients (docker build sidecar)",
         "  wait    block until the detached uploaders of the local root are done; print what they uploaded",
+        "  summary add up this job's runs: a table, Markdown, a GitHub job summary (cacheprog summary --help)",
         "",
         f"Options of {command} (flag > environment variable > default; an empty variable is unset):",
     ]

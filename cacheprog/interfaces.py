@@ -32,6 +32,21 @@ class Unavailable(Exception):
     """
 
 
+class Body(Protocol):
+    """
+    A streamed object body: chunks as they arrive, and C{aclose} to release
+    it (a no-op after the end; before it, the connection or file is
+    dropped).  Every consumer calls C{aclose} in a C{finally}.  Async
+    generators fit; HTTP bodies are L{cacheprog.remote.body.BodyStream}.
+    """
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
 @attrs.frozen
 class RemoteObject:
     """
@@ -42,7 +57,8 @@ class RemoteObject:
     @ivar size: the uncompressed size.
     @ivar mtime: when it was stored; answered to go as C{Time}.
     @ivar compression: C{""} (raw) or C{"zstd"}; anything else is a miss.
-    @ivar body: the stored bytes, in chunks, as they arrive.
+    @ivar body: the stored bytes, in chunks, as they arrive; the reader
+        releases it with C{aclose}.
     """
 
     output_id: bytes
@@ -50,7 +66,7 @@ class RemoteObject:
     mtime: datetime
     compression: str
     stored_size: int
-    body: AsyncIterator[bytes]
+    body: Body
 
 
 @attrs.frozen

@@ -37,21 +37,23 @@ class Stats:
     def hits(self) -> int:
         return self.local_hits + self.remote_hits
 
-    def summary(self) -> str:
+    def fields(self) -> list[tuple[str, object]]:
         """
-        The one INFO line at exit (logfmt).  Field names avoid the words
-        "error" and "fail": CI checks grep healthy logs for them.
+        The statistics line's fields, in order: the reference's four first
+        (C{get_calls get_hits get_hit_ratio put_calls}, which users' scripts
+        parse), then ours.  Names avoid the words "error" and "fail": CI
+        checks grep healthy logs for them.
         """
         ratio = f"{self.hits / self.gets:.2f}" if self.gets else "0.00"
-        fields = [
+        return [
             ("get_calls", self.gets),
             ("get_hits", self.hits),
             ("get_hit_ratio", ratio),
+            ("put_calls", self.puts),
             ("local_hits", self.local_hits),
             ("remote_hits", self.remote_hits),
             ("misses", self.misses),
             ("instant_misses", self.instant_misses),
-            ("put_calls", self.puts),
             ("put_bytes", self.put_bytes),
             ("uploads", self.uploads),
             ("bytes_up", self.bytes_up),
@@ -63,4 +65,31 @@ class Stats:
             ("uploads_dropped", self.uploads_dropped),
             ("uploads_skipped", self.uploads_skipped),
         ]
-        return " ".join(f"{k}={v}" for k, v in fields)
+
+    def summary(self) -> str:
+        """
+        The fields as one logfmt string (C{get_calls=… get_hits=…}).
+        """
+        return " ".join(f"{k}={v}" for k, v in self.fields())
+
+    def record(self) -> dict[str, object]:
+        """
+        The counters as numbers, for the job summary's run log.
+        """
+        return {
+            "gets": self.gets,
+            "local_hits": self.local_hits,
+            "remote_hits": self.remote_hits,
+            "misses": self.misses,
+            "puts": self.puts,
+            "put_bytes": self.put_bytes,
+            "uploads": self.uploads,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "remote_wait": round(self.remote_wait, 3),
+            "remote_timeouts": self.remote_timeouts,
+            "remote_faults": self.remote_faults + self.upload_faults,
+            "corrupt_objects": self.corrupt,
+            "uploads_dropped": self.uploads_dropped,
+            "uploads_skipped": self.uploads_skipped,
+        }

@@ -171,9 +171,7 @@ async def close_body(obj: RemoteObject) -> None:
     """
     Release a body that will not be read (HEAD, a client gone).
     """
-    aclose = getattr(obj.body, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    await obj.body.aclose()
 
 
 def _abort(request: WebRequest) -> None:
@@ -276,13 +274,11 @@ class StorageResource(_Resource):
             request.setHeader(contract.COMPRESSION, obj.compression)
             request.setHeader(contract.UNCOMPRESSED_SIZE, str(obj.size))
             if head:
-                await close_body(obj)
                 request.finish()
                 return
             await self._stream(request, obj)
-        except BaseException:
+        finally:
             await close_body(obj)
-            raise
 
     async def _stream(self, request: WebRequest, obj: RemoteObject) -> None:
         pacer = _Pacer()

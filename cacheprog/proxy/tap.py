@@ -297,12 +297,10 @@ def _metrics_proxy(cfg: _config.Config, reactor: Any) -> IResource:
     and headers.  No trailing slash after the label path (the reference
     added one, which a Pushgateway refuses once there are labels besides job).
     """
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
-
     from cacheprog.proxy.metricsproxy import MetricsProxyResource
+    from cacheprog.remote.pool import build_client
 
-    client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))  # type: ignore[no-untyped-call]
+    client, _ = build_client(reactor)
     return MetricsProxyResource(
         client,
         reactor,

@@ -7,7 +7,7 @@ helpers.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
@@ -29,7 +29,7 @@ def reference_metadata(obj: UploadObject) -> dict[str, str]:
     return meta
 
 
-async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+async def one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
     """
     A body that is already in memory.
     """

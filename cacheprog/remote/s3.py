@@ -52,8 +52,7 @@ import base64
 import binascii
 import os
 import xml.etree.ElementTree as ET
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -61,13 +60,14 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
 from cacheprog import __version__
+from cacheprog.concurrency import Shared
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
 from cacheprog.presence import Listing
+from cacheprog.remote import body as _body
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
 from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
@@ -285,6 +285,12 @@ def _retryable(error: BaseException) -> bool:
     from twisted.internet import error as ierror
     from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
+    from cacheprog.remote.pool import ResponseTimeout
+
+    if isinstance(error, ResponseTimeout):
+        # A server that sat on a request for the whole read timeout gets no
+        # second and third chance to do it again.
+        return False
     return isinstance(
         error,
         (
@@ -310,174 +316,31 @@ async def read_limited(response: Any, limit: int = ERROR_BODY_LIMIT) -> bytes:
     The body of a (small) response; beyond C{limit} bytes the connection is
     dropped and what was read so far is returned.  Never raises for the body.
     """
-    import treq
-
-    chunks: list[bytes] = []
-    size = [0]
-
-    def collect(data: bytes) -> None:
-        size[0] += len(data)
-        if size[0] > limit:
-            raise ValueError("body too large")
-        chunks.append(data)
-
-    try:
-        await treq.collect(response, collect)
-    except CancelledError:
-        raise
-    except Exception:  # noqa: BLE001 - a broken error body is still an error
-        pass
-    return b"".join(chunks)
+    return await _body.read_limited(response, limit)
 
 
-class _BodyProtocol(TwistedProtocol):
+#: The body receiver and stream now live in L{cacheprog.remote.body}; these
+#: names stay for callers of the old location.
+_BodyProtocol = _body._Receiver
+
+
+class BodyStream(_body.BodyStream):
     """
-    Receives a response body; pauses the connection while C{high_water}
-    bytes wait for the consumer.
+    An S3 object body: a L{body.BodyStream} whose breaks are L{S3Error}s.
     """
 
-    def __init__(self, high_water: int) -> None:
-        self.high_water = high_water
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.paused = False
-        self.done = False
-        self.error: Failure | None = None
-        self.waiter: Deferred[None] | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.buffered += len(data)
-        if self.buffered >= self.high_water and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
-        self._wake()
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        from twisted.web.client import ResponseDone
-        from twisted.web.http import PotentialDataLoss
-
-        self.done = True
-        if reason is not None and not reason.check(ResponseDone, PotentialDataLoss):  # type: ignore[no-untyped-call]
-            self.error = reason
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None:
-            waiter.callback(None)
-
-    def take(self) -> bytes:
-        chunk = self.chunks.popleft()
-        self.buffered -= len(chunk)
-        if self.paused and not self.done and self.buffered < self.high_water // 2 and self.transport is not None:
-            self.paused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
-        return chunk
-
-    def abort(self) -> None:
-        """
-        Drop the connection under an unfinished body, so it never goes back
-        to the pool.  C{abortConnection} on the TCP transport, when we can
-        reach it (Twisted's body transport is a proxy): C{loseConnection}
-        (what C{stopProducing} does) lets a read already polled complete
-        the response and pool the closing connection.
-        """
-        if self.done or self.transport is None:
-            return
-        underlying = getattr(self.transport, "_producer", None)
-        abort = getattr(underlying, "abortConnection", None)
-        if abort is not None:
-            abort()
-        else:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+    def __init__(
+        self, response: Any, high_water: int = _body.HIGH_WATER, clock: Any = None, read_timeout: float = 0.0
+    ) -> None:
+        super().__init__(response, high_water, clock=clock, read_timeout=read_timeout, error=_body_error)
 
 
-class BodyStream:
-    """
-    A streamed response body as the core reads it (an async iterator of
-    chunks).  Dropping it before the end (or L{close}) closes the connection.
-    """
-
-    def __init__(self, response: Any, high_water: int) -> None:
-        self._protocol = _BodyProtocol(high_water)
-        self._finished = False
-        response.deliverBody(self._protocol)
-
-    def __aiter__(self) -> BodyStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        protocol = self._protocol
-        while not protocol.chunks:
-            if protocol.done:
-                self._finished = True
-                if protocol.error is not None:
-                    raise S3Error("get object", message=f"body interrupted: {protocol.error.getErrorMessage()}")
-                raise StopAsyncIteration
-            waiter: Deferred[None] = Deferred(self._cancel)
-            protocol.waiter = waiter
-            await waiter
-        return protocol.take()
-
-    def _cancel(self, waiter: Deferred[None]) -> None:
-        self._protocol.waiter = None
-        self.close()
-
-    async def read(self) -> bytes:
-        """
-        The whole (rest of the) body.
-        """
-        return b"".join([chunk async for chunk in self])
-
-    def close(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._protocol.abort()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - nothing to report to at collection time
-            pass
+def _body_error(message: str) -> Exception:
+    return S3Error("get object", message=message)
 
 
-class _Shared(Generic[T]):
-    """
-    One job, many waiters: the first call starts it, everyone gets its
-    result; cancelling a waiter does not cancel the job.  A failure is not
-    kept (the next call tries again).
-    """
-
-    def __init__(self, job: Callable[[], Awaitable[T]]) -> None:
-        self._job = job
-        self._waiters: list[Deferred[T]] | None = None
-
-    def wait(self) -> Deferred[T]:
-        waiter: Deferred[T] = Deferred(self._abandon)
-        if self._waiters is None:
-            self._waiters = [waiter]
-            Deferred.fromCoroutine(self._run())
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
-    def _abandon(self, waiter: Deferred[T]) -> None:
-        if self._waiters is not None and waiter in self._waiters:
-            self._waiters.remove(waiter)
-
-    async def _run(self) -> None:
-        try:
-            result = await self._job()
-        except BaseException:  # noqa: BLE001 - handed to every waiter
-            failure = Failure()  # type: ignore[no-untyped-call]
-            waiters, self._waiters = self._waiters or [], None
-            for waiter in waiters:
-                waiter.errback(failure)
-            return
-        waiters, self._waiters = self._waiters or [], None
-        for waiter in waiters:
-            waiter.callback(result)
+#: Single-flight lives in L{cacheprog.concurrency}; the old name stays.
+_Shared = Shared
 
 
 def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
@@ -522,6 +385,9 @@ class S3Store(BulkGet):
     ) -> None:
         self.settings = settings
         self._client = client
+        timeouts = getattr(client, "timeouts", None)
+        #: Seconds a body may stall (the pool's read timeout; 0 with a bare client).
+        self.read_timeout: float = timeouts.read if timeouts is not None else 0.0
         self._clock = clock
         self._thread = run_in_thread
         self._pool = pool
@@ -530,7 +396,7 @@ class S3Store(BulkGet):
         self._signer = Signer(exclude=frozenset(h.lower() for h in settings.exclude_headers_from_signing))
         self.region = settings.region
         self._tls = settings.endpoint is None or settings.endpoint.scheme == "https"
-        self._region_job: _Shared[str] = _Shared(self._detect_region)
+        self._region_job: Shared[str] = Shared(self._detect_region)
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
         #: Keys this process was just told are absent: their upload needs
@@ -590,15 +456,18 @@ class S3Store(BulkGet):
             else:
                 if final or response.code not in RETRY_STATUSES:
                     return response
-                code, _ = parse_error(await read_limited(response))
+                code, _ = parse_error(await self._read_small(response))
                 _log.debug(
                     "S3 answered an error, retrying", operation=operation, key=key, status=response.code, code=code
                 )
             await _sleep(self._clock, self.backoff[min(attempt, len(self.backoff) - 1)])
         raise AssertionError("unreachable")
 
+    async def _read_small(self, response: Any) -> bytes:
+        return await _body.read_limited(response, ERROR_BODY_LIMIT, clock=self._clock, read_timeout=self.read_timeout)
+
     async def _error(self, response: Any, operation: str) -> S3Error:
-        code, message = parse_error(await read_limited(response))
+        code, message = parse_error(await self._read_small(response))
         hint = _header(response.headers, "x-amz-bucket-region")
         if hint and code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
             message = f"{message} (the bucket is in {hint}: set --s3-region)".strip()
@@ -617,7 +486,7 @@ class S3Store(BulkGet):
             if error.code == "AccessDenied" or (not error.code and response.code == 403):
                 raise NotFound(key)
             raise error
-        body = BodyStream(response, self.high_water)
+        body = BodyStream(response, self.high_water, self._clock, self.read_timeout)
         try:
             return await self._object(response, body)
         except BaseException:
@@ -685,7 +554,7 @@ class S3Store(BulkGet):
         )
         if not 200 <= response.code < 300:
             raise await self._error(response, "put object")
-        await read_limited(response)
+        await self._read_small(response)
 
     def _payload_hash(self, obj: UploadObject) -> str:
         """
@@ -709,7 +578,7 @@ class S3Store(BulkGet):
         except Exception as e:  # noqa: BLE001 - the PUT will tell
             _log.debug("HEAD before upload failed", key=key, reason=str(e))
             return False
-        await read_limited(response)
+        await self._read_small(response)
         return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
 
     # listing
@@ -734,7 +603,10 @@ class S3Store(BulkGet):
             response = await self._request("GET", "", "list objects", query=encode_query(params))
             if response.code != 200:
                 raise await self._error(response, "list objects")
-            keys, token = parse_listing(await read_limited(response, LIST_BODY_LIMIT))
+            body = await _body.read_limited(
+                response, LIST_BODY_LIMIT, clock=self._clock, read_timeout=self.read_timeout
+            )
+            keys, token = parse_listing(body)
             found.update(_action_ids(keys, prefix))
             if not token:
                 return Listing(frozenset(found), complete=True)
@@ -765,7 +637,7 @@ class S3Store(BulkGet):
             "GET", "", "get bucket location", query="location", region=DEFAULT_REGION, retries=0
         )
         hint = _header(response.headers, "x-amz-bucket-region")
-        body = await read_limited(response)
+        body = await self._read_small(response)
         if response.code == 200:
             try:
                 return parse_location(body)
@@ -777,7 +649,7 @@ class S3Store(BulkGet):
             return hint
         code, message = parse_error(body)
         response = await self._request("HEAD", "", "head bucket", region=DEFAULT_REGION, retries=0)
-        await read_limited(response)
+        await self._read_small(response)
         hint = _header(response.headers, "x-amz-bucket-region")
         if hint:
             return hint
@@ -818,12 +690,7 @@ def build_s3_store(
     a direct client (no treq, endpoints made once) over a persistent pool
     (32 connections per host).
     """
-    from twisted.web.client import HTTPConnectionPool
+    from cacheprog.remote.pool import build_client
 
-    from cacheprog.remote.directclient import DirectClient, direct_agent
-
-    pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-    pool.maxPersistentPerHost = 32
-    pool.cachedConnectionTimeout = 90
-    client = DirectClient(direct_agent(reactor, pool, 10))
+    client, pool = build_client(reactor, per_host=32, idle_timeout=90, direct=True)
     return S3Store(S3Settings(**options), client, reactor, run_in_thread, pool=pool, environ=environ)
