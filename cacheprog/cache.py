@@ -29,6 +29,7 @@ from cacheprog.interfaces import (
     NotFound,
     RemoteObject,
     RemoteStore,
+    RunJournal,
     ThreadRunner,
     Unavailable,
     UploadObject,
@@ -141,6 +142,7 @@ class Cache:
         settings: Settings = Settings(),
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
+        journal: RunJournal | None = None,
     ) -> None:
         self._local = local
         self._remote = remote
@@ -158,6 +160,9 @@ class Cache:
         self._closing = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
+        self._journal = journal
+        if journal is not None:
+            journal.attach(self._save_soon)
 
     # get
 
@@ -167,22 +172,30 @@ class Cache:
         """
         self.stats.gets += 1
         self.stats.asked.append(action_id)
+        if self._journal is not None:
+            self._journal.note(action_id)
         started = self._clock.seconds()
         entry = self._local.lookup(action_id)
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
             self.stats.local_hits += 1
-            return entry
-        if self._settings.remote_enabled:
+        elif self._settings.remote_enabled:
             entry = await self._remote_get(action_id)
+            if entry is not None:
+                self.stats.remote_hits += 1
         if entry is None:
             self.stats.misses += 1
-        else:
-            self.stats.remote_hits += 1
+        elif self._journal is not None:
+            self._journal.record(action_id, entry)
         return entry
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it: wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
@@ -303,6 +316,8 @@ class Cache:
         if self._observer is not None:
             self._observer.local_put(self._clock.seconds() - started, entry.size)
         self._save_soon()
+        if self._journal is not None:
+            self._journal.record(action_id, entry)
         if spool.digest != output_id:
             # go's OutputID is the SHA-256 of the body; every reader would
             # reject this object, so it is not worth uploading.
@@ -370,6 +385,15 @@ class Cache:
 
     # close
 
+    def _close_jobs(self) -> list[Deferred[None]]:
+        """
+        Work that runs at close beside the uploads, under the same time
+        limit: the run manifest and its delta pack.
+        """
+        if self._journal is None:
+            return []
+        return [Deferred.fromCoroutine(self._journal.finish())]
+
     async def close(self) -> None:
         """
         Save the local entries; wait for background uploads, at most
@@ -377,7 +401,7 @@ class Cache:
         """
         self._closing = True
         await self._save()
-        pending = list(self._uploads.values())
+        pending = list(self._uploads.values()) + self._close_jobs()
         if not pending:
             return
         _log.info("Waiting for background uploads", count=len(pending))

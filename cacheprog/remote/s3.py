@@ -55,7 +55,7 @@ import hashlib
 import os
 import random as _random
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -69,9 +69,9 @@ from cacheprog.concurrency import Shared
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
 from cacheprog.remote import body as _body
-from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
+from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata, trimmed
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
-from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
+from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, named_key, object_key
 
 _log = Logger("s3")
 T = TypeVar("T")
@@ -631,6 +631,42 @@ class S3Store(BulkGet):
             return False
         await self._read_small(response)
         return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
+
+    # manifests and packs
+
+    async def get_blob(self, name: str) -> bytes:
+        body = await self.get_range(name, 0, -1)
+        return b"".join([chunk async for chunk in body])
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        """
+        One GetObject with C{Range} (C{stop} -1: the whole object), streamed.
+        A server that ignores the range (200) is read through to the range.
+        """
+        key = named_key(self.settings.prefix, name)
+        headers = {} if stop < 0 else {"Range": f"bytes={start}-{stop - 1}"}
+        response = await self._request("GET", key, "get range", headers=headers)
+        if response.code in (403, 404):
+            await self._read_small(response)
+            raise NotFound(key)
+        if response.code not in (200, 206):
+            raise await self._error(response, "get range")
+        body = BodyStream(response, self.high_water, self._clock, self.read_timeout)
+        if response.code == 200 and stop >= 0:
+            return trimmed(body, start, stop - start)
+        return body
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        key = named_key(self.settings.prefix, name)
+        digest = hashlib.sha256(data).digest()
+        headers = {
+            "x-amz-checksum-sha256": base64.b64encode(digest).decode("ascii"),
+            "x-amz-sdk-checksum-algorithm": "SHA256",
+        }
+        response = await self._request("PUT", key, "put blob", headers=headers, data=data, payload_sha256=digest.hex())
+        if not 200 <= response.code < 300:
+            raise await self._error(response, "put blob")
+        await self._read_small(response)
 
     # region
 

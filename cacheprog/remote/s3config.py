@@ -109,6 +109,19 @@ def object_key(prefix: str, action_id: bytes) -> str:
     return key
 
 
+def named_key(prefix: str, name: str) -> str:
+    """
+    The S3 key of a named object (a manifest, a pack): C{prefix} joined to
+    C{name} with the same rules as L{object_key}.
+    """
+    if not prefix:
+        return name
+    key = posixpath.normpath(posixpath.join(prefix, name))
+    if key.startswith("//"):
+        key = "/" + key.lstrip("/")
+    return key
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """
