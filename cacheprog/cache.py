@@ -29,6 +29,7 @@ from cacheprog.interfaces import (
     NotFound,
     RemoteObject,
     RemoteStore,
+    RunJournal,
     ThreadRunner,
     Unavailable,
     UploadObject,
@@ -144,6 +145,7 @@ class Cache:
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
         presence: Presence | None = None,
+        journal: RunJournal | None = None,
     ) -> None:
         self._local = local
         self._remote = remote
@@ -162,9 +164,15 @@ class Cache:
         self._deferred: dict[bytes, Entry] = {}
         self._jobs: set[Deferred[None]] = set()
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        if journal is not None:
+            # The run manifest and its delta pack: drained or detached like uploads.
+            self.add_close_hook(journal.finish)
         self._closing = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
+        self._journal = journal
+        if journal is not None:
+            journal.attach(self._save_soon)
 
     # get
 
@@ -174,19 +182,22 @@ class Cache:
         """
         self.stats.gets += 1
         self.stats.asked.append(action_id)
+        if self._journal is not None:
+            self._journal.note(action_id)
         started = self._clock.seconds()
         entry = self._local.lookup(action_id)
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
             self.stats.local_hits += 1
-            return entry
-        if self._settings.remote_enabled:
+        elif self._settings.remote_enabled:
             entry = await self._remote_get_unless_absent(action_id)
+            if entry is not None:
+                self.stats.remote_hits += 1
         if entry is None:
             self.stats.misses += 1
-        else:
-            self.stats.remote_hits += 1
+        elif self._journal is not None:
+            self._journal.record(action_id, entry)
         return entry
 
     async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
@@ -200,6 +211,11 @@ class Cache:
         return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it: wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
@@ -321,6 +337,8 @@ class Cache:
         if self._observer is not None:
             self._observer.local_put(self._clock.seconds() - started, entry.size)
         self._save_soon()
+        if self._journal is not None:
+            self._journal.record(action_id, entry)
         if spool.digest != output_id:
             # go's OutputID is the SHA-256 of the body; every reader would
             # reject this object, so it is not worth uploading.

@@ -121,6 +121,15 @@ OPTIONS: tuple[Option, ...] = (
         "remote",
     ),
     Option(
+        "dir-read-roots",
+        _E + "DIR_READ_ROOTS",
+        "list",
+        "more directories to read from, in order, after --dir-storage-root; never written",
+        None,
+        "remote",
+        "[dir ...]",
+    ),
+    Option(
         "max-consecutive-errors",
         _E + "REMOTE_STORAGE_MAX_CONSECUTIVE_ERRORS",
         "int",
@@ -178,6 +187,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "remote",
         "PREFIX",
+    ),
+    Option(
+        "s3-read-prefixes",
+        _E + "S3_READ_PREFIXES",
+        "list",
+        "more prefixes of the bucket to read from, in order, after --s3-prefix; never written (a pull request reading main's cache); templated like it",
+        None,
+        "remote",
+        "[prefix ...]",
     ),
     Option(
         "s3-expiration",
@@ -306,6 +324,29 @@ OPTIONS: tuple[Option, ...] = (
         "disable-get", _E + "DISABLE_GET", "bool", "do not offer get: rebuild everything, still fill the cache", "false"
     ),
     Option("disable-put", _E + "DISABLE_PUT", "bool", "do not offer put: read-only cache", "false"),
+    Option(
+        "warm-start",
+        _E + "WARM_START",
+        "bool",
+        "keep a run manifest and packs per go command and prefetch them at start (s3, dir, http)",
+        "true",
+    ),
+    Option(
+        "manifest-key",
+        _E + "MANIFEST_KEY",
+        "str",
+        "name of this run's manifest; default: derived from the go command, module, GOOS/GOARCH and toolchain",
+        None,
+        "direct",
+        "NAME",
+    ),
+    Option(
+        "prefetch-wait",
+        _E + "PREFETCH_WAIT",
+        "duration",
+        "longest a get waits for an entry the prefetch is bringing before fetching it alone",
+        "1s",
+    ),
     Option("metrics-push-endpoint", _E + "METRICS_PUSH_ENDPOINT", "url", "push metrics here once at exit", None),
     Option(
         "metrics-push-method",

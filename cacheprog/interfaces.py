@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from cacheprog.local import Entry
 
 T = TypeVar("T")
 
@@ -136,6 +139,51 @@ class RemoteStore(Protocol):
         """
         Release connections.
         """
+
+
+class BlobStore(Protocol):
+    """
+    Named objects beside the per-action ones (run manifests and packs),
+    relative to the store's prefix: C{manifests/v1/<hex>}, C{packs/v1/<hex>}.
+    Stores that can hold them (s3, dir, http, memory) have these methods.
+    """
+
+    async def get_blob(self, name: str) -> bytes:
+        """
+        A whole (small) object.
+
+        @raise NotFound: when there is none.
+        """
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        """
+        Bytes C{[start, stop)} of an object, streamed in chunks (close the
+        iterator with C{aclose} to drop it early).
+
+        @raise NotFound: when there is none.
+        """
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        """
+        Store (replace) a named object.
+        """
+
+
+class RunJournal(Protocol):
+    """
+    The warm-start side of a run (L{cacheprog.warmstart.WarmStart}): told
+    what go asks and gets, asked first for a local miss, finished at close.
+    """
+
+    def attach(self, stored: Callable[[], None]) -> None: ...
+
+    def note(self, action_id: bytes) -> None: ...
+
+    def record(self, action_id: bytes, entry: Entry) -> None: ...
+
+    async def lookup(self, action_id: bytes) -> Entry | None: ...
+
+    async def finish(self) -> None: ...
 
 
 class LocalObserver(Protocol):

@@ -31,6 +31,13 @@ class Stats:
     bytes_up: int = 0
     bytes_down: int = 0
     remote_wait: float = 0.0
+    #: Warm start: the run manifest ("off", "none", "found", "corrupt",
+    #: "unreadable"), entries fetched from packs, gets that waited for one.
+    manifest: str = "off"
+    prefetched: int = 0
+    prefetch_waits: int = 0
+    packs_written: int = 0
+    manifest_written: bool = False
     asked: list[bytes] = attrs.Factory(list)
 
     @property
@@ -64,6 +71,11 @@ class Stats:
             ("corrupt_objects", self.corrupt),
             ("uploads_dropped", self.uploads_dropped),
             ("uploads_skipped", self.uploads_skipped),
+            ("manifest", self.manifest),
+            ("prefetched", self.prefetched),
+            ("prefetch_waits", self.prefetch_waits),
+            ("packs_written", self.packs_written),
+            ("manifest_written", str(self.manifest_written).lower()),
         ]
 
     def summary(self) -> str:

@@ -37,6 +37,41 @@ async def one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
         yield data
 
 
+async def trimmed(body: AsyncIterator[bytes], skip: int, length: int) -> AsyncIterator[bytes]:
+    """
+    Bytes C{[skip, skip + length)} of C{body}: for a server that answered a
+    ranged request with the whole object (200), or with more than asked.
+    Closes C{body} when done.
+    """
+    try:
+        async for chunk in body:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            piece = chunk[skip : skip + length]
+            skip = 0
+            length -= len(piece)
+            if piece:
+                yield piece
+            if length <= 0:
+                return
+    finally:
+        await close_body(body)
+
+
+async def close_body(body: object) -> None:
+    """
+    Drop a body early, whatever kind of stream it is.
+    """
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 class BulkGet:
     """
     Mixin: C{get_many} as bounded concurrent C{get}s, answered in completion

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
@@ -23,6 +24,8 @@ from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
 #: Objects below this size are read on the reactor thread.
 INLINE_LIMIT = 256 * 1024
+#: Ranged reads of packs come in chunks of this size.
+RANGE_CHUNK = 1 << 20
 
 
 class DirectoryStore(BulkGet):
@@ -99,6 +102,46 @@ class DirectoryStore(BulkGet):
         os.makedirs(directory, exist_ok=True)
         write_atomic(directory, data_path, obj.data)
         write_atomic(directory, meta_path, json.dumps(meta).encode("ascii"))
+
+    # manifests and packs
+
+    def _blob_path(self, name: str) -> str:
+        path = os.path.normpath(os.path.join(self.root, name))
+        if not path.startswith(self.root + os.sep):
+            raise ValueError(f"blob name {name!r} leaves the root")
+        return path
+
+    async def get_blob(self, name: str) -> bytes:
+        return await self._thread(self._read_blob, name, 0, -1)
+
+    def _read_blob(self, name: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._blob_path(name), "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except FileNotFoundError:
+            raise NotFound(name) from None
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        first = await self._thread(self._read_blob, name, start, min(stop - start, RANGE_CHUNK))
+        return self._rest(name, first, start, stop)
+
+    async def _rest(self, name: str, first: bytes, start: int, stop: int) -> AsyncIterator[bytes]:
+        chunk, position = first, start
+        while chunk:
+            yield chunk
+            position += len(chunk)
+            if position >= stop:
+                return
+            chunk = await self._thread(self._read_blob, name, position, min(stop - position, RANGE_CHUNK))
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        await self._thread(self._write_blob, name, data)
+
+    def _write_blob(self, name: str, data: bytes) -> None:
+        path = self._blob_path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(os.path.dirname(path), path, data)
 
     async def close(self) -> None:
         return None

@@ -50,9 +50,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hashlib
 import os
+import random as _random
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -68,9 +71,9 @@ from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObj
 from cacheprog.log import Logger
 from cacheprog.presence import Listing
 from cacheprog.remote import body as _body
-from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
+from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata, trimmed
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
-from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, object_key
+from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, named_key, object_key
 from cacheprog.remote.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 
 _log = Logger("s3")
@@ -349,6 +352,17 @@ def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:
     return deferLater(clock, seconds, lambda: None)
 
 
+def environment_region(environ: Mapping[str, str]) -> str:
+    """
+    C{AWS_REGION}, else C{AWS_DEFAULT_REGION} (the SDKs' order), else "".
+    """
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
 class S3Store(BulkGet):
     """
     A bucket as remote store.
@@ -367,6 +381,8 @@ class S3Store(BulkGet):
     #: Extra attempts after a 5xx/429/connection failure, and their delays.
     retries = 2
     backoff: tuple[float, ...] = (0.05, 0.2)
+    #: Uniform in [0, 1): spreads retry delays (L{jittered}).
+    random: Callable[[], float] = staticmethod(_random.random)
     #: Budget of the region detection (GetBucketLocation, HeadBucket).
     region_timeout = 2.0
     #: Bytes of a body buffered before the connection is paused.
@@ -382,6 +398,7 @@ class S3Store(BulkGet):
         pool: Any = None,
         environ: Mapping[str, str] | None = None,
         credentials: CredentialSource | None = None,
+        announce: bool = True,
     ) -> None:
         self.settings = settings
         self._client = client
@@ -394,23 +411,51 @@ class S3Store(BulkGet):
         self._environ = os.environ if environ is None else environ
         self._credentials = credentials or CredentialSource(settings, run_in_thread, clock)
         self._signer = Signer(exclude=frozenset(h.lower() for h in settings.exclude_headers_from_signing))
-        self.region = settings.region
         self._tls = settings.endpoint is None or settings.endpoint.scheme == "https"
+        self.region = settings.region or environment_region(self._environ)
+        #: The region came from AWS_REGION/AWS_DEFAULT_REGION, not the
+        #: user's --s3-region: the bucket's own answer may correct it.
+        self._region_from_environment = not settings.region and bool(self.region)
         self._region_job: Shared[str] = Shared(self._detect_region)
+        #: The store whose region this one uses (L{sibling}).
+        self._leader: S3Store | None = None
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
         #: Keys this process was just told are absent: their upload needs
         #: no HEAD first (in a cold build nearly every put follows a miss).
         self._absent: set[str] = set()
-        _log.info("Configuring S3 storage", **settings.describe())
+        if announce:
+            _log.info("Configuring S3 storage", **settings.describe())
 
     def key(self, action_id: bytes) -> str:
         return object_key(self.settings.prefix, action_id)
+
+    def sibling(self, prefix: str) -> S3Store:
+        """
+        A store for another prefix of the same bucket, sharing this one's
+        connections, credentials and region (a read-through tier).  Closing
+        it leaves the shared pool to this store.
+        """
+        other = S3Store(
+            dataclasses.replace(self.settings, prefix=prefix, read_prefixes=()),
+            self._client,
+            self._clock,
+            self._thread,
+            environ=self._environ,
+            credentials=self._credentials,
+            announce=False,
+        )
+        other._leader = self
+        return other
 
     # requests
 
     async def _region(self) -> str:
         if self.region:
+            return self.region
+        if self._leader is not None:
+            # One detection per bucket, not per read-through prefix.
+            self.region = await self._leader._region()
             return self.region
         return await self._region_job.wait()
 
@@ -434,6 +479,7 @@ class S3Store(BulkGet):
         @raise S3Error: no answer after the last attempt.
         """
         credentials = await self._credentials.frozen()
+        pinned = region is not None
         if region is None:
             region = await self._region()
         url = self.settings.url(key, region, query)
@@ -454,14 +500,43 @@ class S3Store(BulkGet):
                     raise S3Error(operation, message=_describe(e)) from e
                 _log.debug("S3 request failed, retrying", operation=operation, key=key, reason=_describe(e))
             else:
+                if not pinned and await self._moved(response, region):
+                    return await self._request(
+                        method, key, operation, headers, data, payload_sha256, query, None, retries
+                    )
                 if final or response.code not in RETRY_STATUSES:
                     return response
                 code, _ = parse_error(await self._read_small(response))
                 _log.debug(
                     "S3 answered an error, retrying", operation=operation, key=key, status=response.code, code=code
                 )
-            await _sleep(self._clock, self.backoff[min(attempt, len(self.backoff) - 1)])
+            await _sleep(self._clock, self.jittered(self.backoff[min(attempt, len(self.backoff) - 1)], self.random))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def jittered(step: float, random: Callable[[], float]) -> float:
+        """
+        "Equal jitter": half the step plus up to another half, so clients
+        failing together do not retry in lock step, and no wait exceeds
+        the step.
+        """
+        return step / 2 + random() * step / 2
+
+    async def _moved(self, response: Any, region: str) -> bool:
+        """
+        Did the bucket answer that it lives in another region than the one
+        taken from the environment?  Then use its region from now on (the
+        answer is consumed).
+        """
+        if not self._region_from_environment or response.code not in (301, 400):
+            return False
+        hint = _header(response.headers, "x-amz-bucket-region")
+        if not hint or hint == region:
+            return False
+        await self._read_small(response)
+        self.region, self._region_from_environment = hint, False
+        _log.info("Bucket region detected", region=hint)
+        return True
 
     async def _read_small(self, response: Any) -> bytes:
         return await _body.read_limited(response, ERROR_BODY_LIMIT, clock=self._clock, read_timeout=self.read_timeout)
@@ -611,6 +686,42 @@ class S3Store(BulkGet):
             if not token:
                 return Listing(frozenset(found), complete=True)
         return Listing(frozenset(found), complete=False)
+
+    # manifests and packs
+
+    async def get_blob(self, name: str) -> bytes:
+        body = await self.get_range(name, 0, -1)
+        return b"".join([chunk async for chunk in body])
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        """
+        One GetObject with C{Range} (C{stop} -1: the whole object), streamed.
+        A server that ignores the range (200) is read through to the range.
+        """
+        key = named_key(self.settings.prefix, name)
+        headers = {} if stop < 0 else {"Range": f"bytes={start}-{stop - 1}"}
+        response = await self._request("GET", key, "get range", headers=headers)
+        if response.code in (403, 404):
+            await self._read_small(response)
+            raise NotFound(key)
+        if response.code not in (200, 206):
+            raise await self._error(response, "get range")
+        body = BodyStream(response, self.high_water, self._clock, self.read_timeout)
+        if response.code == 200 and stop >= 0:
+            return trimmed(body, start, stop - start)
+        return body
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        key = named_key(self.settings.prefix, name)
+        digest = hashlib.sha256(data).digest()
+        headers = {
+            "x-amz-checksum-sha256": base64.b64encode(digest).decode("ascii"),
+            "x-amz-sdk-checksum-algorithm": "SHA256",
+        }
+        response = await self._request("PUT", key, "put blob", headers=headers, data=data, payload_sha256=digest.hex())
+        if not 200 <= response.code < 300:
+            raise await self._error(response, "put blob")
+        await self._read_small(response)
 
     # region
 

@@ -1017,9 +1017,16 @@ class RegionTests(S3TestCase):
         )
         self.assertRaises(ValueError, parse_location, b"<Other/>")
 
-    def test_failure_falls_back_to_environment(self) -> None:
+    def profile_region(self, region: str) -> None:
+        """
+        The botocore profile's region (AWS_REGION would skip the probe).
+        """
+        self.patch(sys.modules["cacheprog.remote.s3"], "default_region", lambda: region)
+
+    def test_failure_falls_back_to_profile(self) -> None:
         self.fake.fail.extend([(403, "AccessDenied"), (403, "")])
-        store = self.make(region="", environ={"AWS_DEFAULT_REGION": "ap-east-1"})
+        self.profile_region("ap-east-1")
+        store = self.make(region="")
         self.failureResultOf(self.start(store.get(AID)), NotFound)
         self.assertEqual(store.region, "ap-east-1")
         self.assertEqual([r.method for r in self.fake.requests], ["GET", "HEAD", "GET"])
@@ -1041,7 +1048,8 @@ class RegionTests(S3TestCase):
 
     def test_timeout(self) -> None:
         self.fake.hang = True
-        store = self.make(region="", environ={"AWS_REGION": "eu-north-1"})
+        self.profile_region("eu-north-1")
+        store = self.make(region="")
         d = self.start(store.get(AID))
         self.assertNoResult(d)
         self.clock.advance(store.region_timeout)
@@ -1052,7 +1060,8 @@ class RegionTests(S3TestCase):
 
     def test_waiter_cancel_does_not_stop_detection(self) -> None:
         self.fake.hang = True
-        store = self.make(region="", environ={"AWS_REGION": "eu-north-1"})
+        self.profile_region("eu-north-1")
+        store = self.make(region="")
         d = self.start(store.get(AID))
         d.cancel()
         self.failureResultOf(d, CancelledError)
@@ -1068,7 +1077,8 @@ class RegionTests(S3TestCase):
         self.assertEqual(store.region, "us-east-1")
 
     def test_credentials_failure_does_not_pin_a_region(self) -> None:
-        store = self.make(region="", environ={"AWS_REGION": "eu-north-1"})
+        self.profile_region("eu-north-1")
+        store = self.make(region="")
         calls: list[int] = []
 
         def resolver(s: S3Settings) -> Any:
