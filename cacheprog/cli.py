@@ -95,9 +95,40 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     local.sweep()
     log.Logger("cli").info("Starting cacheprog", root=local.root, remote=plan.kind)
     try:
-        return _serve(cfg, local, plan, protocol_fd)
+        handover = _prelude(cfg, local, plan, protocol_fd)
+        if handover is not None and handover.finished:
+            return _finished_in_prelude(local, handover)
+        return _serve(cfg, local, plan, protocol_fd, handover)
     finally:
         profiles.stop()
+
+
+def _prelude(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> Any:
+    """
+    Answer local hits before Twisted is imported (L{cacheprog.prelude}).
+    Not when metrics are pushed: their local-get timings come from the
+    cache.  With a run manifest to keep, close goes to the reactor (the
+    manifest decides whether to write).
+
+    @return: the prelude's L{Handover}, or None when it did not run.
+    """
+    if cfg.text("metrics-push-endpoint"):
+        return None
+    from cacheprog.prelude import on_descriptors
+
+    remote = plan.kind != "disabled"
+    journal = remote and cfg.flag("warm-start") and not cfg.flag("disable-get")
+    return on_descriptors(local, 0, protocol_fd, remote_enabled=remote, finish_alone=not journal).run()
+
+
+def _finished_in_prelude(local: Any, handover: Any) -> int:
+    from cacheprog.stats import Stats
+
+    stats = Stats()
+    handover.count_into(stats)
+    log.Logger("cli").info("cacheprog statistics", **dict(stats.fields()))
+    _record_run(local.root, stats.record())
+    return 0
 
 
 def needs_tls(cfg: _config.Config) -> bool:
@@ -131,7 +162,7 @@ def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
         del sys.modules["OpenSSL"]
 
 
-def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
+def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handover: Any = None) -> int:
     with _tls_unless_needed(cfg):
         from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning
@@ -174,9 +205,13 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     stats = Stats()
     journal = _warm_start(cfg, backend, local, reactor, run_in_thread, stats)
     cache = Cache(local, remote, reactor, run_in_thread, settings, stats=stats, observer=metrics, journal=journal)
+    if handover is not None:
+        handover.count_into(stats)
+        if journal is not None:
+            handover.replay_into(journal)
     if journal is not None:
         reactor.callWhenRunning(journal.start)
-    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close)
+    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close, handover=handover)
     status: list[int] = [1]
 
     def finished(code: int) -> None:

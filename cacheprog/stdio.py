@@ -26,6 +26,7 @@ from cacheprog.cache import BIG, Cache
 from cacheprog.interfaces import ThreadRunner
 from cacheprog.local import LocalWriteError, Spool
 from cacheprog.log import Logger
+from cacheprog.prelude import Handover
 from cacheprog.wire import (
     BodyChunk,
     BodyEnd,
@@ -114,20 +115,24 @@ class CacheProtocol(Protocol):
         run_in_thread: ThreadRunner,
         handshake: bytes = b"",
         after_close: Callable[[], Deferred[Any]] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         """
         @param handshake: written on connection unless it was written already
             (the CLI writes it before importing Twisted).
         @param after_close: work to finish before stdout closes (metrics push).
+        @param handover: where the prelude stopped (L{cacheprog.prelude}):
+            its decoder goes on, its unanswered events are dispatched first.
         """
         self._cache = cache
         self._thread = run_in_thread
         self._handshake = handshake
         self._after_close = after_close
-        self._decoder = RequestDecoder()
+        self._handover = handover
+        self._decoder = RequestDecoder() if handover is None else handover.decoder
         self._body: _Body | None = None
         self._in_flight: set[Deferred[None]] = set()
-        self._answered: set[int] = set()
+        self._answered: set[int] = set() if handover is None else set(handover.answered)
         self._status = 0
         self._ending = False
         self._finishing: Deferred[None] | None = None
@@ -142,6 +147,11 @@ class CacheProtocol(Protocol):
     def connectionMade(self) -> None:
         if self._handshake:
             self._io().write(self._handshake)
+        handover, self._handover = self._handover, None
+        if handover is not None:
+            self._dispatch_all(handover.backlog)
+            if handover.malformed and not self._ending:
+                self._malformed(handover.malformed)
 
     def dataReceived(self, data: bytes) -> None:
         if self._ending:
