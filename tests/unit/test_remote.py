@@ -122,7 +122,7 @@ class DirectoryTests(ContractMixin, SynchronousTestCase):
             if failure is not None:
                 failure.trap(StopAsyncIteration)
                 break
-            sizes.append(len(d.result))
+            sizes.append(len(self.successResultOf(d)))
         self.assertEqual(sum(sizes), len(body))
         self.assertLessEqual(max(sizes), READ_STEP)
 
