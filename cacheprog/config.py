@@ -114,6 +114,15 @@ OPTIONS: tuple[Option, ...] = (
         "remote",
     ),
     Option(
+        "dir-read-roots",
+        _E + "DIR_READ_ROOTS",
+        "list",
+        "more directories to read from, in order, after --dir-storage-root; never written",
+        None,
+        "remote",
+        "[dir ...]",
+    ),
+    Option(
         "max-consecutive-errors",
         _E + "REMOTE_STORAGE_MAX_CONSECUTIVE_ERRORS",
         "int",
@@ -171,6 +180,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "remote",
         "PREFIX",
+    ),
+    Option(
+        "s3-read-prefixes",
+        _E + "S3_READ_PREFIXES",
+        "list",
+        "more prefixes of the bucket to read from, in order, after --s3-prefix; never written (a pull request reading main's cache); templated like it",
+        None,
+        "remote",
+        "[prefix ...]",
     ),
     Option(
         "s3-expiration",

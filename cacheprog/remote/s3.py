@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import os
 import random as _random
@@ -382,6 +383,7 @@ class S3Store(BulkGet):
         pool: Any = None,
         environ: Mapping[str, str] | None = None,
         credentials: CredentialSource | None = None,
+        announce: bool = True,
     ) -> None:
         self.settings = settings
         self._client = client
@@ -399,20 +401,45 @@ class S3Store(BulkGet):
         #: user's --s3-region: the bucket's own answer may correct it.
         self._region_from_environment = not settings.region and bool(self.region)
         self._region_job: Shared[str] = Shared(self._detect_region)
+        #: The store whose region this one uses (L{sibling}).
+        self._leader: S3Store | None = None
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
         #: Keys this process was just told are absent: their upload needs
         #: no HEAD first (in a cold build nearly every put follows a miss).
         self._absent: set[str] = set()
-        _log.info("Configuring S3 storage", **settings.describe())
+        if announce:
+            _log.info("Configuring S3 storage", **settings.describe())
 
     def key(self, action_id: bytes) -> str:
         return object_key(self.settings.prefix, action_id)
+
+    def sibling(self, prefix: str) -> S3Store:
+        """
+        A store for another prefix of the same bucket, sharing this one's
+        connections, credentials and region (a read-through tier).  Closing
+        it leaves the shared pool to this store.
+        """
+        other = S3Store(
+            dataclasses.replace(self.settings, prefix=prefix, read_prefixes=()),
+            self._client,
+            self._clock,
+            self._thread,
+            environ=self._environ,
+            credentials=self._credentials,
+            announce=False,
+        )
+        other._leader = self
+        return other
 
     # requests
 
     async def _region(self) -> str:
         if self.region:
+            return self.region
+        if self._leader is not None:
+            # One detection per bucket, not per read-through prefix.
+            self.region = await self._leader._region()
             return self.region
         return await self._region_job.wait()
 
