@@ -118,9 +118,8 @@ class DirectoryTests(ContractMixin, SynchronousTestCase):
         sizes = []
         while True:
             d = Deferred.fromCoroutine(obj.body.__anext__())
-            failure = d.result if isinstance(d.result, Failure) else None
-            if failure is not None:
-                failure.trap(StopAsyncIteration)
+            if isinstance(d.result, Failure):
+                self.failureResultOf(d, StopAsyncIteration)
                 break
             sizes.append(len(self.successResultOf(d)))
         self.assertEqual(sum(sizes), len(body))
