@@ -496,7 +496,9 @@ class Cache:
 
 
 def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
-    spool.write(decoder.feed(chunk))
+    # Straight into the spool, step by step: a small stored chunk may
+    # decompress to hundreds of MiB (a bomb), which must never be joined.
+    decoder.feed_into(chunk, spool.write)
 
 
 def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> UploadObject:

@@ -582,9 +582,17 @@ class Usage(Exception):
         self.text = text
 
 
-def _next_values(args: list[str], i: int) -> tuple[list[str], int]:
+def _next_values(args: list[str], i: int, command_given: bool) -> tuple[list[str], int]:
+    """
+    The words after a list flag, up to the next flag, or up to a command
+    word when no command was given yet (C{--s3-exclude-headers-from-signing
+    Accept-Encoding proxy} runs the proxy; it ran C{direct} with a header
+    named "proxy").
+    """
     values = []
     while i < len(args) and not args[i].startswith("-"):
+        if args[i] in COMMANDS and not command_given:
+            break
         values.append(args[i])
         i += 1
     return values, i
@@ -620,9 +628,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
                 given[name] = value if eq else "true"
             elif option.kind in ("list", "headers", "labels"):
                 if eq:
-                    given[name] = [value]
+                    # One value: CSV, exactly as the same text in the variable.
+                    given[name] = value
                 else:
-                    given[name], i = _next_values(args, i)
+                    given[name], i = _next_values(args, i, bool(command))
             elif eq:
                 given[name] = value
             elif i < len(args) and not args[i].startswith("-"):
