@@ -486,6 +486,13 @@ class Cache:
             for d in left:
                 d.cancel()
 
+    def abandon(self) -> None:
+        """
+        Cancel every background job now (a signal during a detached drain).
+        """
+        for d in list(self._uploads.values()) + list(self._jobs):
+            d.cancel()
+
     async def close(self) -> None:
         """
         Save the local entries; wait for background uploads, at most

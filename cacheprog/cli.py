@@ -45,7 +45,30 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from cacheprog.proxy.tap import run as _run_proxy
 
         raise SystemExit(_run_proxy(cfg, env))
+    if cfg.command == "wait":
+        raise SystemExit(_wait(cfg))
     raise SystemExit(_direct(cfg, env))
+
+
+def _detacher(cfg: _config.Config, root: str) -> Any:
+    if not cfg.flag("detached-drain"):
+        return None
+    from cacheprog.uploaders import Detacher, Uploaders
+
+    return Detacher(Uploaders(root), cfg.number("detached-drain-timeout"))
+
+
+def _wait(cfg: _config.Config) -> int:
+    """
+    C{cacheprog wait}: block until the detached uploaders of the local root
+    are done; print what they uploaded and dropped (stdout, one line).
+    """
+    from cacheprog.uploaders import Uploaders
+
+    root = os.path.abspath(cfg.text("root-directory") or _config.default_root())
+    summary = Uploaders(root).wait(cfg.number("wait-timeout"))
+    sys.stdout.write(summary.line() + "\n")
+    return 0
 
 
 def _die(message: str) -> NoReturn:
@@ -223,7 +246,9 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
             handover.replay_into(journal)
     if journal is not None:
         reactor.callWhenRunning(journal.start)
-    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close, handover=handover)
+    protocol = CacheProtocol(
+        cache, run_in_thread, after_close=after_close, handover=handover, detacher=_detacher(cfg, local.root)
+    )
     status: list[int] = [1]
 
     def finished(code: int) -> None:
