@@ -86,7 +86,7 @@ class UploadersTests(SynchronousTestCase):
     def test_log_of_dropping_uploader_reported(self) -> None:
         registration = self.uploaders.register(1)
         with open(registration.log_path, "w") as f:
-            f.write("level=ERROR msg=\"Failed to put to remote storage\"\n")
+            f.write('level=ERROR msg="Failed to put to remote storage"\n')
         registration.finish(uploaded=0, dropped=1)
         self.wait()
         self.assertIn("Failed to put", self.report.getvalue())
