@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from cacheprog.cache import Cache, Settings, inline_runner
 from cacheprog.local import DiskStore
 from cacheprog.stdio import CacheProtocol
-from cacheprog.uploaders import Detacher, Registration, Uploaders
+from cacheprog.uploaders import Detacher, Registration, Summary, Uploaders
 from cacheprog.wire import handshake
 
 from .helpers import GatedStore, action
@@ -30,7 +30,7 @@ class UploadersTests(SynchronousTestCase):
         self.uploaders = Uploaders(self.root)
         self.report = io.StringIO()
 
-    def wait(self, timeout: float = 0.0, during: list[Registration] | None = None) -> object:
+    def wait(self, timeout: float = 0.0, during: list[Registration] | None = None) -> Summary:
         """
         Wait with a fake sleep: each sleep finishes one registration of
         C{during} (the uploaders ending while we wait).
@@ -50,7 +50,7 @@ class UploadersTests(SynchronousTestCase):
         return summary
 
     def test_nothing_registered(self) -> None:
-        self.assertEqual(self.wait().line(), "cacheprog wait: uploaders=0 uploaded=0 dropped=0")  # type: ignore[attr-defined]
+        self.assertEqual(self.wait().line(), "cacheprog wait: uploaders=0 uploaded=0 dropped=0")
 
     def test_waits_until_done(self) -> None:
         """
@@ -59,7 +59,7 @@ class UploadersTests(SynchronousTestCase):
         """
         first, second = self.uploaders.register(4), self.uploaders.register(4)
         summary = self.wait(during=[first, second])
-        self.assertEqual(summary.line(), "cacheprog wait: uploaders=2 uploaded=6 dropped=2")  # type: ignore[attr-defined]
+        self.assertEqual(summary.line(), "cacheprog wait: uploaders=2 uploaded=6 dropped=2")
         self.assertGreaterEqual(self.sleeps, 2)
         self.assertEqual(os.listdir(self.uploaders.directory), [])
 
@@ -72,7 +72,7 @@ class UploadersTests(SynchronousTestCase):
         os.close(registration._lock)
         summary = self.wait()
         self.assertEqual(
-            summary.line(),  # type: ignore[attr-defined]
+            summary.line(),
             "cacheprog wait: uploaders=1 uploaded=0 dropped=5 killed=1",
         )
         self.assertIn("ended before its result", self.report.getvalue())
@@ -80,8 +80,8 @@ class UploadersTests(SynchronousTestCase):
     def test_timeout(self) -> None:
         self.uploaders.register(2)
         summary = self.wait(timeout=1.0)
-        self.assertEqual(summary.running, 1)  # type: ignore[attr-defined]
-        self.assertIn("still_running=1", summary.line())  # type: ignore[attr-defined]
+        self.assertEqual(summary.running, 1)
+        self.assertIn("still_running=1", summary.line())
 
     def test_log_of_dropping_uploader_reported(self) -> None:
         registration = self.uploaders.register(1)
@@ -109,7 +109,7 @@ class DetachedDrainTests(SynchronousTestCase):
         self.remote = GatedStore()
         self.uploaders = Uploaders(self.local.root)
         self.detacher = Detacher(self.uploaders, timeout=30.0, redirect=False)
-        self.cache = Cache(self.local, self.remote, self.clock, settings=Settings())  # type: ignore[arg-type]
+        self.cache = Cache(self.local, self.remote, self.clock, settings=Settings())
         self.proto = CacheProtocol(self.cache, inline_runner, handshake=handshake(), detacher=self.detacher)
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
