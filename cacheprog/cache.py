@@ -164,6 +164,8 @@ class Cache:
         self._deferred: dict[bytes, Entry] = {}
         self._jobs: set[Deferred[None]] = set()
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        #: Close hooks that finished without trouble.
+        self.jobs_done = 0
         if journal is not None:
             # The run manifest and its delta pack: drained or detached like uploads.
             self.add_close_hook(journal.finish)
@@ -445,6 +447,7 @@ class Cache:
         async def run() -> None:
             try:
                 await hook()
+                self.jobs_done += 1
             except (CancelledError, DeferredTimeout):
                 raise
             except Exception as e:  # noqa: BLE001 - background work never reaches go

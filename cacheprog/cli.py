@@ -50,12 +50,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     raise SystemExit(_direct(cfg, env))
 
 
-def _detacher(cfg: _config.Config, root: str) -> Any:
+def _detacher(cfg: _config.Config, root: str, protocol_fd: int) -> Any:
     if not cfg.flag("detached-drain"):
         return None
     from cacheprog.uploaders import Detacher, Uploaders
 
-    return Detacher(Uploaders(root), cfg.number("detached-drain-timeout"))
+    return Detacher(Uploaders(root), cfg.number("detached-drain-timeout"), protocol_fd)
 
 
 def _wait(cfg: _config.Config) -> int:
@@ -247,7 +247,11 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
     if journal is not None:
         reactor.callWhenRunning(journal.start)
     protocol = CacheProtocol(
-        cache, run_in_thread, after_close=after_close, handover=handover, detacher=_detacher(cfg, local.root)
+        cache,
+        run_in_thread,
+        after_close=after_close,
+        handover=handover,
+        detacher=_detacher(cfg, local.root, protocol_fd),
     )
     status: list[int] = [1]
 

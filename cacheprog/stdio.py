@@ -204,7 +204,10 @@ class CacheProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._detached:
-            return  # stdout closed on purpose; the uploads go on
+            # Every answer is out: go may go on.  The uploads go on too.
+            if self._detacher is not None:
+                self._detacher.release_stdout()
+            return
         if not self.done.called:
             self.done.callback(self._status)
 
@@ -354,8 +357,8 @@ class CacheProtocol(Protocol):
         Close stdout (go goes on at once), then finish the background jobs
         within the detached limit and record the result for C{cacheprog wait}.
         """
-        stats = self._cache.stats
-        pending, before = self._cache.pending, stats.uploads
+        cache, stats = self._cache, self._cache.stats
+        pending, before = cache.pending, stats.uploads + cache.jobs_done
         _log.info("Answered close; finishing uploads in the background", pending=pending)
         self._detached = True
         self._io().loseConnection()
@@ -366,8 +369,9 @@ class CacheProtocol(Protocol):
         except Exception as e:  # noqa: BLE001 - nobody is listening any more
             _log.warn("Detached clean-up did not succeed", reason=repr(e))
         finally:
-            uploaded = stats.uploads - before
-            detacher.finish(uploaded, max(0, pending - uploaded))
+            # Uploads of the whole run; dropped: what the drain did not finish.
+            uploaded = stats.uploads + cache.jobs_done
+            detacher.finish(uploaded, max(0, pending - (uploaded - before)))
             self._detached = False
             if not self.done.called:
                 self.done.callback(self._status)

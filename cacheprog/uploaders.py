@@ -231,10 +231,14 @@ class Detacher:
     @ivar timeout: how long the detached drain may take (0: no limit).
     """
 
-    def __init__(self, uploaders: Uploaders, timeout: float, redirect: bool = True) -> None:
+    def __init__(self, uploaders: Uploaders, timeout: float, stdout_fd: int | None = None) -> None:
+        """
+        @param stdout_fd: the protocol pipe; None (tests): leave every
+            descriptor and the session alone.
+        """
         self._uploaders = uploaders
         self.timeout = timeout
-        self._redirect = redirect
+        self._stdout_fd = stdout_fd
         self._registration: Registration | None = None
 
     def detach(self, pending: int) -> bool:
@@ -244,17 +248,44 @@ class Detacher:
         """
         try:
             self._registration = self._uploaders.register(pending)
-            if self._redirect:
+            if self._stdout_fd is not None:
                 _point_stderr_at(self._registration.log_path)
+                _leave_process_group()
         except OSError as e:
             sys.stderr.write(f"cacheprog: cannot detach the upload drain ({e}); waiting for it instead\n")
             return False
         return True
 
+    def release_stdout(self) -> None:
+        """
+        Let go of the protocol pipe now that every answer is written:
+        Twisted's stdio stops writing but keeps the descriptor open until
+        exit, and go waits for the pipe's end, not for a message.
+        """
+        if self._stdout_fd is None:
+            return
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(null, self._stdout_fd, inheritable=False)
+        finally:
+            os.close(null)
+
     def finish(self, uploaded: int, dropped: int) -> None:
         if self._registration is not None:
             self._registration.finish(uploaded, dropped)
             self._registration = None
+
+
+def _leave_process_group() -> None:
+    """
+    A new session: whatever ends go's process group (a C{timeout} wrapper,
+    a runner killing a step's group, Ctrl-C) leaves the uploads alone;
+    their own time limit bounds them.  Container teardown still ends them.
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass
 
 
 def _point_stderr_at(path: str) -> None:

@@ -307,8 +307,8 @@ def seed_objects(go: str) -> list[StoredObject]:
         _Seed.require(go)
         for directory, _, names in os.walk(_Seed.store):
             for name in names:
-                if not _KEY.fullmatch(name):
-                    continue
+                if not _KEY.fullmatch(name) or not os.path.exists(os.path.join(directory, name + ".meta")):
+                    continue  # packs and manifests are not per-object entries
                 with open(os.path.join(directory, name), "rb") as f:
                     data = f.read()
                 with open(os.path.join(directory, name + ".meta"), encoding="utf-8") as f:

@@ -108,7 +108,7 @@ class DetachedDrainTests(SynchronousTestCase):
         self.local.probe()
         self.remote = GatedStore()
         self.uploaders = Uploaders(self.local.root)
-        self.detacher = Detacher(self.uploaders, timeout=30.0, redirect=False)
+        self.detacher = Detacher(self.uploaders, timeout=30.0)
         self.cache = Cache(self.local, self.remote, self.clock, settings=Settings())
         self.proto = CacheProtocol(self.cache, inline_runner, handshake=handshake(), detacher=self.detacher)
         self.transport = StringTransport()
@@ -173,3 +173,18 @@ class DetachedDrainTests(SynchronousTestCase):
         self.proto.connectionLost(None)
         self.successResultOf(self.proto.done)
         self.assertFalse(os.path.exists(self.uploaders.directory))
+
+
+class ReleaseStdoutTests(SynchronousTestCase):
+    def test_pipe_ends(self) -> None:
+        """
+        Twisted's stdio keeps the protocol descriptor open after
+        loseConnection; releasing it is what ends go's read of the pipe.
+        """
+        read, write = os.pipe()
+        self.addCleanup(os.close, read)
+        self.addCleanup(os.close, write)
+        os.write(write, b"answers\n")
+        Detacher(Uploaders(self.mktemp()), 1.0, stdout_fd=write).release_stdout()
+        self.assertEqual(os.read(read, 100), b"answers\n")
+        self.assertEqual(os.read(read, 100), b"")
