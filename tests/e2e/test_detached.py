@@ -78,15 +78,19 @@ class DetachedDrainTests(S3BuildCase):
 
     def test_goReturnsThenWaitCountsEveryObject(self) -> None:
         """
-        With 300 ms on every answer from the bucket, go returns first; its
-        uploads land after; C{cacheprog wait} then reports exactly the
+        With every request to the bucket held back 2 s (the standard packages in
+        the local root, so only the app goes remote) and uploads deferred
+        to close, go returns first; its uploads land after; C{cacheprog wait} then reports exactly the
         objects that are in the bucket, and a build in another local root
         runs no compiler.
         """
         seeded = upload_seed(self.s3, self.goBinary, self.prefix)
-        # Without run manifests every job of the drain is one object.
-        self.through_proxy("--detached-drain", "--presence-list-pages=4", "--warm-start=false")
-        self.toxiproxy.add_latency(self.proxyName, 300, 0)
+        self.ws.seed_local()
+        # Uploads deferred to close, so they are all left for the drain;
+        # without run manifests every job of the drain is one object.
+        self.through_proxy("--detached-drain", "--defer-uploads", "--presence-list-pages=4", "--warm-start=false")
+        # Requests (not only answers) are held back, so objects land late.
+        self.toxiproxy.add_latency(self.proxyName, 2000, 0, stream="upstream")
 
         run, _ = self.start_build("app1").wait()
         self.assertEqual(run.code, 0, run.describe())
