@@ -179,7 +179,11 @@ class Cache:
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
-            self.stats.local_hits += 1
+            # An entry the prefetch brought this run came from the remote store.
+            if self._journal is not None and self._journal.fetched(action_id):
+                self.stats.remote_hits += 1
+            else:
+                self.stats.local_hits += 1
         elif self._settings.remote_enabled:
             entry = await self._remote_get(action_id)
             if entry is not None:
