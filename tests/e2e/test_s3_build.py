@@ -306,6 +306,8 @@ def seed_objects(go: str) -> list[StoredObject]:
     if not _seed_objects:
         _Seed.require(go)
         for directory, _, names in os.walk(_Seed.store):
+            if os.path.relpath(directory, _Seed.store).split(os.sep)[0] in ("packs", "manifests"):
+                continue  # the warm-start objects, not cache entries
             for name in names:
                 if not _KEY.fullmatch(name):
                     continue
