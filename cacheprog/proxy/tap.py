@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -33,7 +33,7 @@ from twisted.web.resource import IResource
 
 from cacheprog import config as _config
 from cacheprog import log
-from cacheprog.interfaces import RemoteStore, ThreadRunner
+from cacheprog.interfaces import BlobStore, RemoteStore, ThreadRunner
 from cacheprog.remote import factory
 
 _log = log.Logger("proxy")
@@ -267,6 +267,8 @@ def make_service(
 
     runner = run_in_thread if run_in_thread is not None else thread_runner(reactor)
     store: RemoteStore = factory.build(plan, reactor, runner)
+    # The backend itself (before the breaker and metrics wrap it) serves /blob/.
+    blobs = cast("BlobStore", store) if hasattr(store, "get_range") else None
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
@@ -275,7 +277,9 @@ def make_service(
         store, metrics = _own_metrics(cfg, store, reactor)
     if metricsproxy is None and cfg.text("metrics-proxy-endpoint"):
         metricsproxy = _metrics_proxy(cfg, reactor)
-    site = build_site(store, reactor=reactor, run_in_thread=runner, metrics=metrics, metricsproxy=metricsproxy)
+    site = build_site(
+        store, reactor=reactor, run_in_thread=runner, metrics=metrics, metricsproxy=metricsproxy, blobs=blobs
+    )
     return ProxyService(endpoint, site, store, reactor)
 
 
