@@ -73,9 +73,9 @@ class ProxyBlobTests(SynchronousTestCase):
         path reaches the store.
         """
         for name in ("packs/v1/../../etc", "packs/v2/" + "ab" * 32, "cache/" + "ab" * 32, "packs/v1/AB"):
-            response = self.successResultOf(self.stub.get("http://proxy.invalid/blob/" + name))
+            response = self.successResultOf(cast(Any, self.stub).get("http://proxy.invalid/blob/" + name))
             self.assertEqual(response.code, 404, name)
-            response = self.successResultOf(self.stub.put("http://proxy.invalid/blob/" + name, data=b"x"))
+            response = self.successResultOf(cast(Any, self.stub).put("http://proxy.invalid/blob/" + name, data=b"x"))
             self.assertEqual(response.code, 400, name)
         self.assertEqual(self.memory.blobs, {})
 
