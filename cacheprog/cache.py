@@ -205,6 +205,12 @@ class Cache:
         return entry
 
     async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it (packs hold entries whose own
+            # object may be missing): wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
         if self.presence.loading:
             # The listing is one or a few round trips, about what this get
             # would cost itself; its timeout bounds the wait.
@@ -215,11 +221,6 @@ class Cache:
         return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
-        if self._journal is not None:
-            # The prefetch may be bringing it: wait for that (briefly) first.
-            prefetched = await self._journal.lookup(action_id)
-            if prefetched is not None:
-                return prefetched
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
