@@ -32,13 +32,19 @@ async def collect(body: AsyncIterator[bytes]) -> bytes:
     return b"".join([chunk async for chunk in body])
 
 
-class _BlobTests(StoreFactory):
-    server_class: ClassVar[type[S3Server]]
+class _BlobTests(StoreFactory, unittest.TestCase):
+    """
+    The tests; one subclass per server (this base skips).
+    """
+
+    server_class: ClassVar[type[S3Server] | None] = None
     shared: ClassVar[S3Server | None] = None
     left: ClassVar[int] = 0
 
     def setUp(self) -> None:
         cls = type(self)
+        if cls.server_class is None:
+            raise unittest.SkipTest("the base of the per-server tests")
         reason = unavailable_reason(cls.server_class)
         if reason is not None:
             raise unittest.SkipTest(reason)
@@ -124,9 +130,9 @@ class _BlobTests(StoreFactory):
         return cache
 
 
-class SeaweedFSBlobTests(_BlobTests, unittest.TestCase):
+class SeaweedFSBlobTests(_BlobTests):
     server_class = SeaweedFS
 
 
-class MinIOBlobTests(_BlobTests, unittest.TestCase):
+class MinIOBlobTests(_BlobTests):
     server_class = MinIO
