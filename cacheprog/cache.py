@@ -356,7 +356,7 @@ class Cache:
         else:
             obj = _encode_file(action_id, entry)
         await self._remote.put(obj)
-        self.stats.bytes_up += len(obj.data)
+        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -84,6 +84,34 @@ class UploadObject:
     data: bytes
     md5: bytes
     sha256: bytes
+    #: The stored bytes in a file instead of C{data} (big bodies the proxy
+    #: received: never read into memory); C{data} is then empty.
+    file: IO[bytes] | None = None
+    file_size: int = 0
+
+    @property
+    def stored_size(self) -> int:
+        """
+        How many bytes are stored.
+        """
+        return self.file_size if self.file is not None else len(self.data)
+
+    def payload(self) -> bytes | IO[bytes]:
+        """
+        The stored bytes to send: C{data}, or the file rewound to its start
+        (each attempt of a retried request reads it again).
+        """
+        if self.file is None:
+            return self.data
+        self.file.seek(0)
+        return self.file
+
+    def read(self) -> bytes:
+        """
+        The stored bytes in memory (small objects; the memory store).
+        """
+        payload = self.payload()
+        return payload if isinstance(payload, bytes) else payload.read()
 
 
 class RemoteStore(Protocol):
