@@ -8,6 +8,7 @@ holds raw bytes.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ def _zstd() -> Any:
     return zstandard
 
 
+_COMPRESSORS = threading.local()
+
+
 def encode(data: bytes) -> tuple[str, bytes]:
     """
     Compress C{data} with zstd when that makes it smaller.
@@ -46,7 +50,12 @@ def encode(data: bytes) -> tuple[str, bytes]:
     """
     if not data:
         return RAW, data
-    compressed: bytes = _zstd().ZstdCompressor(level=3, write_checksum=True).compress(data)
+    compressor = getattr(_COMPRESSORS, "zstd", None)
+    if compressor is None:
+        # One per thread (a compressor is not thread-safe); making one costs
+        # about as much as compressing a small object.
+        compressor = _COMPRESSORS.zstd = _zstd().ZstdCompressor(level=3, write_checksum=True)
+    compressed: bytes = compressor.compress(data)
     if len(compressed) >= len(data):
         return RAW, data
     return ZSTD, compressed
@@ -59,22 +68,23 @@ def checksums(data: bytes) -> tuple[bytes, bytes]:
     return hashlib.md5(data, usedforsecurity=False).digest(), hashlib.sha256(data).digest()
 
 
-def prepare_upload(action_id: bytes, output_id: bytes, raw: bytes) -> UploadObject:
+def prepare_upload(action_id: bytes, output_id: bytes, raw: bytes, absent: bool = False) -> UploadObject:
     """
-    The object to store for C{raw}: encoded, with the checksums of the stored bytes.
+    The object to store for C{raw}: encoded; its checksums are computed
+    only if the store asks for them.
+
+    @param absent: the remote store is known not to hold C{action_id}.
     """
     from cacheprog.interfaces import UploadObject  # Twisted-free import of this module
 
     compression, data = encode(raw)
-    md5, sha256 = checksums(data)
     return UploadObject(
         action_id=action_id,
         output_id=output_id,
         size=len(raw),
         compression=compression,
         data=data,
-        md5=md5,
-        sha256=sha256,
+        absent=absent,
     )
 
 

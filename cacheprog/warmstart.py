@@ -125,6 +125,7 @@ class WarmStart:
         self._used: dict[bytes, Entry | None] = {}
         self._bad_packs: set[str] = set()
         self._bad_entries: set[bytes] = set()
+        self._fetched: set[bytes] = set()
         self._progress = clock.seconds()
         self._abandoned = False
         self._job: Deferred[None] | None = None
@@ -253,6 +254,7 @@ class WarmStart:
         except LocalWriteError as e:
             _log.warn("Could not write a prefetched entry", action_id=entry.action_id.hex(), reason=str(e))
         else:
+            self._fetched.add(entry.action_id)
             self.stats.prefetched += 1
             self.stats.bytes_down += entry.ref.length if entry.ref is not None else 0
             self._stored()
@@ -314,6 +316,13 @@ class WarmStart:
         if self._job is not None and not self._job.called:
             self._job.cancel()
         self._release_all()
+
+    def fetched(self, action_id: bytes) -> bool:
+        """
+        Whether the prefetch wrote C{action_id}'s entry this run (a local
+        hit on it is counted as a remote hit).
+        """
+        return action_id in self._fetched
 
     # recording
 

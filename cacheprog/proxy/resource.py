@@ -35,11 +35,21 @@ from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from cacheprog.codec import MAX_OBJECT
-from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, Unavailable, UploadObject
+from cacheprog.interfaces import (
+    BlobStore,
+    NotFound,
+    RemoteObject,
+    RemoteStore,
+    ThreadRunner,
+    Unavailable,
+    UploadObject,
+)
 from cacheprog.log import Logger
 from cacheprog.proxy.access import Tokens
 from cacheprog.proxy.channel import GuardedChannel
 from cacheprog.remote import httpcontract as contract
+from cacheprog.remote.base import close_body as close_stream
+from cacheprog.remote.base import one_chunk
 
 _log = Logger("proxy")
 
@@ -58,6 +68,9 @@ METHODS = (b"GET", b"HEAD", b"PUT")
 MAX_OTHER_BODY = 16 << 20
 #: Connections open at once, at most (more wait for a free one: refused).
 MAX_CONNECTIONS = 4096
+_CACHE = contract.CACHE_SEGMENT.encode("ascii")
+#: Paths whose reads and writes the tokens guard (objects; manifests and packs).
+_STORED = (_CACHE, contract.BLOB_SEGMENT.encode("ascii"))
 #: No tokens: anyone who reaches the proxy may read and write.
 OPEN = Tokens()
 
@@ -348,7 +361,7 @@ class StorageResource(_Resource):
             if length >= BIG:
                 # Big bodies stay in their temp file: a 1 GiB PUT must not
                 # be a 1 GiB process.
-                obj = UploadObject(key, output_id, size, compression, b"", md5, sha256, content, length)
+                obj = UploadObject(key, output_id, size, compression, b"", md5, sha256, file=content, file_size=length)
             else:
                 obj = UploadObject(key, output_id, size, compression, _read_all(content), md5, sha256)
             try:
@@ -372,6 +385,72 @@ class StorageResource(_Resource):
         How many store calls are in progress.
         """
         return len(self._running)
+
+
+class BlobResource(StorageResource):
+    """
+    C{GET} (with or without one C{Range}) and C{PUT} of C{/manifests/v1/<hex>}
+    and C{/packs/v1/<hex>} below where it is mounted (the warm start's run
+    manifests and packs), over a store that holds named objects.
+    """
+
+    isLeaf = True
+
+    def __init__(self, blobs: BlobStore, run_in_thread: ThreadRunner | None = None) -> None:
+        _Resource.__init__(self)
+        self._blobs = blobs
+        self._thread = run_in_thread
+        self._running = set()
+
+    def render(self, request: WebRequest) -> bytes | int:
+        try:
+            name = contract.parse_blob_name(list(request.postpath))
+            wanted = contract.parse_range(_header(request, "Range"))
+        except contract.ContractError as e:
+            return plain(request, 404 if request.method == b"GET" else 400, str(e))
+        if request.method == b"GET":
+            return self._start(request, self._get_blob(request, name, wanted))
+        if request.method == b"PUT":
+            return self._put_blob(request, name)
+        request.setHeader(b"allow", b"GET, PUT")
+        return plain(request, 405, "Method Not Allowed")
+
+    async def _get_blob(self, request: WebRequest, name: str, wanted: tuple[int, int] | None) -> None:
+        try:
+            if wanted is None:
+                body: Any = one_chunk(await self._blobs.get_blob(name))
+            else:
+                body = await self._blobs.get_range(name, *wanted)
+        except NotFound:
+            request.write(plain(request, 404))
+            request.finish()
+            return
+        request.setHeader(b"content-type", b"application/octet-stream")
+        if wanted is not None:
+            # The stored size is not known here: the range is sent chunked.
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", f"bytes {wanted[0]}-{wanted[1] - 1}/*".encode("ascii"))
+        try:
+            async for chunk in body:
+                request.write(chunk)
+        finally:
+            await close_stream(body)
+        request.finish()
+
+    def _put_blob(self, request: WebRequest, name: str) -> bytes | int:
+        content = request.content
+        content.seek(0, 2)
+        size = content.tell()
+        if size > contract.BLOB_LIMIT:
+            return plain(request, 413, f"larger than {contract.BLOB_LIMIT} bytes")
+
+        async def store() -> None:
+            data = await self._thread(_read_all, content) if self._thread is not None else _read_all(content)
+            await self._blobs.put_blob(name, data)
+            request.write(plain(request, 200))
+            request.finish()
+
+        return self._start(request, store())
 
 
 class HealthResource(_Resource):
@@ -569,13 +648,17 @@ class ProxySite(Site):
         Refuse a request from its headers, or None to let it in (see
         L{GuardedChannel}).
         """
-        segments = path.split(b"?", 1)[0].lstrip(b"/").split(b"/")
-        if segments[0] != contract.CACHE_SEGMENT.encode("ascii"):
+        segment = path.split(b"?", 1)[0].lstrip(b"/").split(b"/")[0]
+        if segment not in _STORED:
             if length is not None and length > MAX_OTHER_BODY:
                 return 413, f"bodies here are limited to {MAX_OTHER_BODY} bytes"
             return None
         values = headers.getRawHeaders(b"authorization")
         refusal = self.tokens.refusal(method, values[0] if values else None)
+        if refusal is not None or segment != _CACHE:
+            if refusal is None and length is not None and length > MAX_OBJECT:
+                return 413, f"bodies are limited to {MAX_OBJECT} bytes"
+            return refusal
         return refusal or screen_storage(method, headers, length)
 
     def getContentFile(self, length: int | None) -> HashingFile:
@@ -633,6 +716,7 @@ def build_site(
     metricsproxy: IResource | None = None,
     timeout: float = IDLE_TIMEOUT,
     tokens: Tokens = OPEN,
+    blobs: BlobStore | None = None,
 ) -> ProxySite:
     """
     The proxy's site over C{store}.
@@ -648,4 +732,6 @@ def build_site(
     root.putChild(b"metrics", ExactPath(metrics) if metrics is not None else MetricsResource())
     if metricsproxy is not None:
         root.putChild(b"metricsproxy", ExactPath(metricsproxy))
+    if blobs is not None:
+        root.putChild(contract.BLOB_SEGMENT.encode("ascii"), BlobResource(blobs, run_in_thread))
     return ProxySite(root, reactor=reactor, timeout=timeout, tokens=tokens)

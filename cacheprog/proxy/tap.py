@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -33,7 +33,7 @@ from twisted.web.resource import IResource
 
 from cacheprog import config as _config
 from cacheprog import log
-from cacheprog.interfaces import RemoteStore, ThreadRunner
+from cacheprog.interfaces import BlobStore, RemoteStore, ThreadRunner
 from cacheprog.proxy.access import Tokens
 from cacheprog.remote import factory
 
@@ -269,6 +269,8 @@ def make_service(
 
     runner = run_in_thread if run_in_thread is not None else thread_runner(reactor)
     store: RemoteStore = factory.build(plan, reactor, runner)
+    # The backend itself (before the breaker and metrics wrap it) serves /blob/.
+    blobs = cast("BlobStore", store) if hasattr(store, "get_range") else None
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
@@ -285,7 +287,13 @@ def make_service(
             address=endpoint,
         )
     site = build_site(
-        store, reactor=reactor, run_in_thread=runner, metrics=metrics, metricsproxy=metricsproxy, tokens=access
+        store,
+        reactor=reactor,
+        run_in_thread=runner,
+        metrics=metrics,
+        metricsproxy=metricsproxy,
+        blobs=blobs,
+        tokens=access,
     )
     site.header_timeout = cfg.number("proxy-header-timeout")
     return ProxyService(endpoint, site, store, reactor)

@@ -230,3 +230,12 @@ class TokenTests(ChannelTestsMixin, SynchronousTestCase):
         channel, transport = self.connect()
         channel.dataReceived(b"GET /health HTTP/1.1\r\nHost: p\r\n\r\n")
         self.assertRegex(transport.value(), rb"^HTTP/1.1 200 ")
+
+    def test_blobs_guarded_too(self) -> None:
+        """
+        Manifests and packs (C{/blob/...}) need the tokens as objects do.
+        """
+        for method, code in ((b"GET", 401), (b"PUT", 401)):
+            channel, transport = self.connect()
+            channel.dataReceived(method + b" /blob/manifests/v1/ab HTTP/1.1\r\nHost: p\r\nContent-Length: 1\r\n\r\n")
+            self.assertRegex(transport.value(), rb"^HTTP/1.1 %d " % code)
