@@ -388,7 +388,7 @@ class Cache:
             obj = _encode_file(action_id, entry, absent)
         await self._remote.put(obj)
         self.presence.note_present(action_id)
-        self.stats.bytes_up += len(obj.data)
+        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,

@@ -23,7 +23,7 @@ request whatever the caller's limits.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
@@ -110,7 +110,9 @@ class HTTPStore(BulkGet):
         _log.info("Configuring HTTP storage with base URL", baseURL=base_url)
         return cls(base_url, headers, client, reactor, pool)
 
-    async def _request(self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | None = None) -> Any:
+    async def _request(
+        self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | IO[bytes] | None = None
+    ) -> Any:
         try:
             return await self._send(method, action_id, headers, data)
         except (ResponseNeverReceived, RequestTransmissionFailed) as e:
@@ -119,11 +121,13 @@ class HTTPStore(BulkGet):
                 raise CancelledError() from None
             raise
 
-    def _send(self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | None) -> Deferred[Any]:
+    def _send(
+        self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | IO[bytes] | None
+    ) -> Deferred[Any]:
         all_headers = dict(self._headers)
         all_headers.update(headers)
         kwargs: dict[str, Any] = {"headers": all_headers, "unbuffered": True}
-        if data:
+        if data is not None and (not isinstance(data, bytes) or data):
             kwargs["data"] = data
         if self._reactor is not None:
             kwargs["reactor"] = self._reactor
@@ -173,7 +177,7 @@ class HTTPStore(BulkGet):
             contract.COMPRESSION: obj.compression,
             contract.UNCOMPRESSED_SIZE: str(obj.size),
         }
-        response = await self._request("PUT", obj.action_id, headers, obj.data)
+        response = await self._request("PUT", obj.action_id, headers, obj.payload())
         body = await read_prefix(response)
         if not 200 <= response.code < 300:
             raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")
