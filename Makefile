@@ -54,9 +54,17 @@ bench: install
 BINARY_APT_PACKAGES ?= patchelf ccache
 NUITKA_EXTRA ?=
 
-.PHONY: binary
+.PHONY: binary dist
 binary:
 	@missing=; for tool in $(BINARY_APT_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; fi
 	$(PIP) install --quiet --disable-pip-version-check -e '.[binary]'
 	$(PYTHON) scripts/build_binary.py -- $(NUITKA_EXTRA)
+
+# What a release publishes, in dist/: the wheel and the sdist (built from the
+# sdist, so a file missing from it fails here), the binary, and SHA256SUMS.
+dist: binary
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dist]'
+	rm -f dist/*.whl dist/*.tar.gz dist/SHA256SUMS
+	$(PYTHON) -m build --outdir dist .
+	cd dist && sha256sum cacheprog *.whl *.tar.gz > SHA256SUMS && cat SHA256SUMS

@@ -23,17 +23,20 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
 from cacheprog import codec
+from cacheprog.concurrency import deadline, limited, semaphore
 from cacheprog.interfaces import (
     LocalObserver,
     NotFound,
     RemoteObject,
     RemoteStore,
+    RunJournal,
     ThreadRunner,
     Unavailable,
     UploadObject,
 )
 from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
 from cacheprog.log import Logger
+from cacheprog.presence import Presence
 from cacheprog.stats import Stats
 
 _log = Logger("cache")
@@ -60,6 +63,7 @@ class Settings:
     max_concurrent_gets: int = 0
     max_concurrent_puts: int = 0
     remote_enabled: bool = True
+    defer_uploads: bool = False
 
 
 def inline_runner(f: Callable[..., T], *args: object) -> Deferred[T]:
@@ -126,20 +130,6 @@ def _fire(waiters: list[Deferred[T]], value: T) -> None:
             d.callback(value)
 
 
-def _semaphore(limit: int) -> DeferredSemaphore | None:
-    return DeferredSemaphore(limit) if limit > 0 else None
-
-
-async def _limited(sem: DeferredSemaphore | None, job: Callable[[], Awaitable[T]]) -> T:
-    if sem is None:
-        return await job()
-    await sem.acquire()
-    try:
-        return await job()
-    finally:
-        sem.release()
-
-
 class Cache:
     """
     get / put / close over a local L{DiskStore} and a L{RemoteStore}.
@@ -154,6 +144,8 @@ class Cache:
         settings: Settings = Settings(),
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
+        presence: Presence | None = None,
+        journal: RunJournal | None = None,
     ) -> None:
         self._local = local
         self._remote = remote
@@ -162,15 +154,25 @@ class Cache:
         self._settings = settings
         self.stats = stats if stats is not None else Stats()
         self._observer = observer
+        self.presence = presence if presence is not None else Presence()
         self._flights: dict[bytes, _Flight] = {}
-        self._get_slots = _semaphore(settings.max_concurrent_gets)
+        self._get_slots = semaphore(settings.max_concurrent_gets)
         # 0 means "no limit" in the reference; we still keep a generous cap
         # so that a cold build cannot hold hundreds of bodies in memory.
         self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
         self._uploads: dict[bytes, Deferred[None]] = {}
+        self._deferred: dict[bytes, Entry] = {}
+        self._jobs: set[Deferred[None]] = set()
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        if journal is not None:
+            # The run manifest and its delta pack: drained or detached like uploads.
+            self.add_close_hook(journal.finish)
         self._closing = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
+        self._journal = journal
+        if journal is not None:
+            journal.attach(self._save_soon)
 
     # get
 
@@ -180,20 +182,43 @@ class Cache:
         """
         self.stats.gets += 1
         self.stats.asked.append(action_id)
+        if self._journal is not None:
+            self._journal.note(action_id)
         started = self._clock.seconds()
         entry = self._local.lookup(action_id)
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
-            self.stats.local_hits += 1
-            return entry
-        if self._settings.remote_enabled:
-            entry = await self._remote_get(action_id)
+            # An entry the prefetch brought this run came from the remote store.
+            if self._journal is not None and self._journal.fetched(action_id):
+                self.stats.remote_hits += 1
+            else:
+                self.stats.local_hits += 1
+        elif self._settings.remote_enabled:
+            entry = await self._remote_get_unless_absent(action_id)
+            if entry is not None:
+                self.stats.remote_hits += 1
         if entry is None:
             self.stats.misses += 1
-        else:
-            self.stats.remote_hits += 1
+        elif self._journal is not None:
+            self._journal.record(action_id, entry)
         return entry
+
+    async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it (packs hold entries whose own
+            # object may be missing): wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
+        if self.presence.loading:
+            # The listing is one or a few round trips, about what this get
+            # would cost itself; its timeout bounds the wait.
+            await self.presence.ready()
+        if self.presence.absent(action_id):
+            self.stats.instant_misses += 1
+            return None
+        return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
         flight = self._flights.get(action_id)
@@ -219,7 +244,7 @@ class Cache:
     async def _fly(self, action_id: bytes, flight: _Flight) -> None:
         result: Entry | None = None
         try:
-            result = await _limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
+            result = await limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
         except Unavailable:
             pass
         except (CancelledError, DeferredTimeout):
@@ -235,16 +260,15 @@ class Cache:
     async def _bounded_fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         # go is answered "miss" at the get timeout, but the download goes on
         # into the local tier; this deadline makes sure it ends.
-        job = Deferred.fromCoroutine(self._fetch(action_id, flight))
-        if self._settings.get_timeout > 0:
-            job.addTimeout(max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout), self._clock)
-        return await job
+        limit = max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout) if self._settings.get_timeout > 0 else 0
+        return await deadline(self._fetch(action_id, flight), limit, self._clock)
 
     async def _fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
         flight.mark_started()
         try:
             obj = await self._remote.get(action_id)
         except NotFound:
+            self.presence.note_missing(action_id)
             return None
         try:
             return await self._download(action_id, obj)
@@ -256,6 +280,14 @@ class Cache:
             return None
 
     async def _download(self, action_id: bytes, obj: RemoteObject) -> Entry:
+        # Whatever happens (unknown algorithm, corrupt, cancelled), the body
+        # is released here: an unread HTTP body must drop its connection.
+        try:
+            return await self._receive(action_id, obj)
+        finally:
+            await obj.body.aclose()
+
+    async def _receive(self, action_id: bytes, obj: RemoteObject) -> Entry:
         decoder = codec.Decoder(obj.compression, obj.size)
         big = max(obj.size, obj.stored_size) >= BIG
         spool = Spool(self._local, in_memory=not big)
@@ -310,6 +342,8 @@ class Cache:
         if self._observer is not None:
             self._observer.local_put(self._clock.seconds() - started, entry.size)
         self._save_soon()
+        if self._journal is not None:
+            self._journal.record(action_id, entry)
         if spool.digest != output_id:
             # go's OutputID is the SHA-256 of the body; every reader would
             # reject this object, so it is not worth uploading.
@@ -321,7 +355,11 @@ class Cache:
     def _start_upload(self, action_id: bytes, entry: Entry) -> None:
         if action_id in self._uploads:
             return
-        d = Deferred.fromCoroutine(_limited(self._put_slots, lambda: self._upload(action_id, entry)))
+        if self._settings.defer_uploads and not self._closing:
+            # The build keeps every core busy; uploads wait for close.
+            self._deferred[action_id] = entry
+            return
+        d = Deferred.fromCoroutine(limited(self._put_slots, lambda: self._upload(action_id, entry)))
         self._uploads[action_id] = d
 
         def forget(_: object) -> None:
@@ -330,11 +368,8 @@ class Cache:
         d.addBoth(forget)
 
     async def _upload(self, action_id: bytes, entry: Entry) -> None:
-        job = Deferred.fromCoroutine(self._send(action_id, entry))
-        if self._settings.put_timeout > 0:
-            job.addTimeout(self._settings.put_timeout, self._clock)
         try:
-            await job
+            await deadline(self._send(action_id, entry), self._settings.put_timeout, self._clock)
             self.stats.uploads += 1
         except Unavailable:
             self.stats.uploads_skipped += 1
@@ -346,12 +381,14 @@ class Cache:
             _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason=repr(e))
 
     async def _send(self, action_id: bytes, entry: Entry) -> None:
+        absent = self.presence.absent(action_id)
         if entry.size >= BIG:
-            obj = await self._thread(_encode_file, action_id, entry)
+            obj = await self._thread(_encode_file, action_id, entry, absent)
         else:
-            obj = _encode_file(action_id, entry)
+            obj = _encode_file(action_id, entry, absent)
         await self._remote.put(obj)
-        self.stats.bytes_up += len(obj.data)
+        self.presence.note_present(action_id)
+        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,
@@ -380,19 +417,59 @@ class Cache:
 
     # close
 
-    async def close(self) -> None:
+    def add_close_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """
-        Save the local entries; wait for background uploads, at most
-        C{max_background_wait} (0: no limit); cancel what is left.
+        Run C{hook} at close, as a background job like the uploads (a run
+        manifest, a pack): waited for up to the background-wait limit, or
+        finished by the detached uploader.
+        """
+        self._close_hooks.append(hook)
+
+    @property
+    def pending(self) -> int:
+        """
+        Background jobs not finished yet (uploads and close hooks).
+        """
+        return len(self._uploads) + len(self._jobs)
+
+    async def close_local(self) -> None:
+        """
+        Save the local entries; start the deferred uploads and the close
+        hooks.  After this only background work is left.
         """
         self._closing = True
         await self._save()
-        pending = list(self._uploads.values())
+        deferred, self._deferred = self._deferred, {}
+        for action_id, entry in deferred.items():
+            self._start_upload(action_id, entry)
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in hooks:
+            self._track(hook)
+
+    def _track(self, hook: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                await hook()
+            except (CancelledError, DeferredTimeout):
+                raise
+            except Exception as e:  # noqa: BLE001 - background work never reaches go
+                _log.error("Background job at close did not succeed", reason=repr(e))
+
+        d = Deferred.fromCoroutine(run())
+        if not d.called:
+            self._jobs.add(d)
+            d.addBoth(lambda _: self._jobs.discard(d))
+
+    async def drain(self, limit: float) -> None:
+        """
+        Wait for the background jobs, at most C{limit} seconds (0: no
+        limit); cancel what is left and count it dropped.
+        """
+        pending = list(self._uploads.values()) + list(self._jobs)
         if not pending:
             return
         _log.info("Waiting for background uploads", count=len(pending))
         everything: Deferred[Any] = DeferredList(pending, consumeErrors=True)
-        limit = self._settings.max_background_wait
         if limit > 0:
             waiter: Deferred[None] = Deferred()
 
@@ -414,17 +491,27 @@ class Cache:
             for d in left:
                 d.cancel()
 
+    async def close(self) -> None:
+        """
+        Save the local entries; wait for background uploads, at most
+        C{max_background_wait} (0: no limit); cancel what is left.
+        """
+        await self.close_local()
+        await self.drain(self._settings.max_background_wait)
+
 
 def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
-    spool.write(decoder.feed(chunk))
+    # Straight into the spool, step by step: a small stored chunk may
+    # decompress to hundreds of MiB (a bomb), which must never be joined.
+    decoder.feed_into(chunk, spool.write)
 
 
-def _encode_file(action_id: bytes, entry: Entry) -> UploadObject:
+def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> UploadObject:
     with open(entry.path, "rb") as f:
         raw = f.read()
     if len(raw) != entry.size:
         raise LocalWriteError(f"local file {entry.path} changed size")
-    return codec.prepare_upload(action_id, entry.output_id, raw)
+    return codec.prepare_upload(action_id, entry.output_id, raw, absent)
 
 
 __all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]

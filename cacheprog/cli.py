@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """
     args = sys.argv[1:] if argv is None else argv
     env = os.environ if environ is None else environ
+    if args[:1] == ["summary"]:
+        from cacheprog.summary import main as _summary
+
+        raise SystemExit(_summary(args[1:], env))
     try:
         cfg = _config.parse(args, env)
     except _config.Usage as u:
@@ -65,6 +69,7 @@ def isolate_stdout() -> int:
 
 
 _STARTED = time.monotonic()
+_STARTED_WALL = time.time()
 
 
 def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
@@ -78,7 +83,7 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     if not os.path.isabs(root):
         root = os.path.abspath(root)
         log.Logger("cli").warn("Root directory is not absolute, using it from the current directory", root=root)
-    local = DiskStore(root)
+    local = DiskStore(root, default=not cfg.text("root-directory"))
     try:
         plan = check(cfg, env)
         local.probe()
@@ -86,11 +91,44 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
         _die(str(e))
     protocol_fd = isolate_stdout()
     os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
+    # Spool files of killed runs (while go's first requests wait in the pipe).
+    local.sweep()
     log.Logger("cli").info("Starting cacheprog", root=local.root, remote=plan.kind)
     try:
-        return _serve(cfg, local, plan, protocol_fd)
+        handover = _prelude(cfg, local, plan, protocol_fd)
+        if handover is not None and handover.finished:
+            return _finished_in_prelude(local, handover)
+        return _serve(cfg, local, plan, protocol_fd, handover)
     finally:
         profiles.stop()
+
+
+def _prelude(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> Any:
+    """
+    Answer local hits before Twisted is imported (L{cacheprog.prelude}).
+    Not when metrics are pushed: their local-get timings come from the
+    cache.  With a run manifest to keep, close goes to the reactor (the
+    manifest decides whether to write).
+
+    @return: the prelude's L{Handover}, or None when it did not run.
+    """
+    if cfg.text("metrics-push-endpoint"):
+        return None
+    from cacheprog.prelude import on_descriptors
+
+    remote = plan.kind != "disabled"
+    journal = remote and cfg.flag("warm-start") and not cfg.flag("disable-get")
+    return on_descriptors(local, 0, protocol_fd, remote_enabled=remote, finish_alone=not journal).run()
+
+
+def _finished_in_prelude(local: Any, handover: Any) -> int:
+    from cacheprog.stats import Stats
+
+    stats = Stats()
+    handover.count_into(stats)
+    log.Logger("cli").info("cacheprog statistics", **dict(stats.fields()))
+    _record_run(local.root, stats.record())
+    return 0
 
 
 def needs_tls(cfg: _config.Config) -> bool:
@@ -124,7 +162,7 @@ def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
         del sys.modules["OpenSSL"]
 
 
-def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
+def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handover: Any = None) -> int:
     with _tls_unless_needed(cfg):
         from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning
@@ -133,6 +171,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
 
     from cacheprog.cache import Cache, Settings
     from cacheprog.remote.factory import build
+    from cacheprog.stats import Stats
     from cacheprog.stdio import CacheProtocol
 
     reactor: Any = _reactor
@@ -144,6 +183,8 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     with _tls_unless_needed(cfg):
         # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
         remote = build(plan, reactor, run_in_thread)
+    presence = _presence(cfg, remote, reactor)
+    backend = remote
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
@@ -156,19 +197,39 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
         max_concurrent_gets=cfg.integer("max-concurrent-remote-gets"),
         max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
         remote_enabled=plan.kind != "disabled",
+        defer_uploads=cfg.flag("defer-uploads"),
     )
     metrics, after_close = _metrics(cfg, reactor)
     if metrics is not None and plan.kind != "disabled":
         from cacheprog.remote.observing import ObservingStore
 
         remote = ObservingStore(remote, metrics, reactor)
-    cache = Cache(local, remote, reactor, run_in_thread, settings, observer=metrics)
-    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close)
+    stats = Stats()
+    journal = _warm_start(cfg, backend, local, reactor, run_in_thread, stats)
+    cache = Cache(
+        local,
+        remote,
+        reactor,
+        run_in_thread,
+        settings,
+        stats=stats,
+        observer=metrics,
+        journal=journal,
+        presence=presence,
+    )
+    if handover is not None:
+        handover.count_into(stats)
+        if journal is not None:
+            handover.replay_into(journal)
+    if journal is not None:
+        reactor.callWhenRunning(journal.start)
+    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close, handover=handover)
     status: list[int] = [1]
 
     def finished(code: int) -> None:
         status[0] = code
-        log.Logger("cli").info("cacheprog statistics " + cache.stats.summary())
+        log.Logger("cli").info("cacheprog statistics", **dict(cache.stats.fields()))
+        _record_run(local.root, cache.stats.record())
         try:
             reactor.stop()
         except ReactorNotRunning:
@@ -184,6 +245,60 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> int:
     return status[0]
 
 
+def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
+    """
+    The presence view, fed by a bounded listing of the prefix when asked
+    for (and the store can list).
+    """
+    from cacheprog.presence import Presence, load
+
+    presence = Presence()
+    pages = cfg.integer("presence-list-pages")
+    if pages > 0 and not cfg.flag("disable-get") and hasattr(store, "list_keys"):
+        load(presence, store.list_keys(pages), reactor, cfg.number("remote-get-timeout"))
+    return presence
+
+
+def _warm_start(cfg: _config.Config, backend: Any, local: Any, reactor: Any, run_in_thread: Any, stats: Any) -> Any:
+    """
+    The run manifest, packs and prefetch, when the store can hold them
+    and the option is on.
+    """
+    if not cfg.flag("warm-start") or not hasattr(backend, "get_range") or cfg.flag("disable-get"):
+        return None
+    from cacheprog.runkey import describe, run_key
+    from cacheprog.warmstart import WarmStart
+
+    override = cfg.text("manifest-key")
+    description = {} if override else describe(os.environ)
+    key = run_key(description, override)
+    log.Logger("cli").debug("Run manifest", key=key, **{k: str(v) for k, v in description.items()})
+    return WarmStart(
+        backend,
+        local,
+        reactor,
+        run_in_thread,
+        key,
+        stats,
+        wait=cfg.number("prefetch-wait"),
+        write=not cfg.flag("disable-put"),
+    )
+
+
+def _record_run(root: str, stats: dict[str, object]) -> None:
+    """
+    Append this run's statistics to the run log (C{cacheprog summary});
+    trouble is a warning, never a failed build.
+    """
+    from cacheprog.runlog import RunLog, go_command, run_record
+
+    record = run_record(stats, _STARTED_WALL, time.time(), go_command(os.getppid()))
+    try:
+        RunLog(root).append(record)
+    except OSError as e:
+        log.Logger("cli").warn("Cannot append to the run log", reason=str(e))
+
+
 def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
     """
     Metrics and their push at close, only when a push endpoint is set (no
@@ -193,17 +308,16 @@ def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
     endpoint = cfg.text("metrics-push-endpoint")
     if not endpoint:
         return None, None
-    from treq.client import HTTPClient
     from twisted.internet.defer import Deferred
-    from twisted.web.client import Agent, HTTPConnectionPool
 
     from cacheprog.metrics import Metrics, push_at_exit
+    from cacheprog.remote.pool import build_client
 
     metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
 
     def after_close() -> Deferred[bool]:
         metrics.run_time(time.monotonic() - _STARTED)
-        client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))  # type: ignore[no-untyped-call]
+        client, _ = build_client(reactor, persistent=False)
         return Deferred.fromCoroutine(
             push_at_exit(
                 metrics,

@@ -60,8 +60,8 @@ from cacheprog.log import Logger
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
-    from treq.client import HTTPClient
 
+    from cacheprog.remote.pool import Requester
     from cacheprog.stats import Stats
 
 _log = Logger("metrics")
@@ -457,7 +457,7 @@ def check_push_url(url: str) -> str | None:
 
 
 async def push_metrics(
-    client: HTTPClient,
+    client: Requester,
     clock: IReactorTime,
     url: str,
     method: str,
@@ -505,7 +505,7 @@ async def push_metrics(
 
 async def push_at_exit(
     metrics: Metrics,
-    client: HTTPClient,
+    client: Requester,
     clock: IReactorTime,
     url: str,
     method: str = "GET",

@@ -26,6 +26,7 @@ from cacheprog.cache import BIG, Cache
 from cacheprog.interfaces import ThreadRunner
 from cacheprog.local import LocalWriteError, Spool
 from cacheprog.log import Logger
+from cacheprog.prelude import Handover
 from cacheprog.wire import (
     BodyChunk,
     BodyEnd,
@@ -77,6 +78,18 @@ class _Body:
 
         self._chain = Deferred.fromCoroutine(job())
 
+    async def abandon(self) -> None:
+        """
+        The body will never end (EOF, a signal, bad input): drop what was
+        spooled, after the batch being written in a thread.
+        """
+        try:
+            if self._chain is not None:
+                await self._chain
+        except Exception:  # noqa: BLE001 - it is being thrown away
+            pass
+        self.spool.discard()
+
     async def finish(self) -> Spool:
         if self._big:
             self._flush(final=True)
@@ -102,20 +115,24 @@ class CacheProtocol(Protocol):
         run_in_thread: ThreadRunner,
         handshake: bytes = b"",
         after_close: Callable[[], Deferred[Any]] | None = None,
+        handover: Handover | None = None,
     ) -> None:
         """
         @param handshake: written on connection unless it was written already
             (the CLI writes it before importing Twisted).
         @param after_close: work to finish before stdout closes (metrics push).
+        @param handover: where the prelude stopped (L{cacheprog.prelude}):
+            its decoder goes on, its unanswered events are dispatched first.
         """
         self._cache = cache
         self._thread = run_in_thread
         self._handshake = handshake
         self._after_close = after_close
-        self._decoder = RequestDecoder()
+        self._handover = handover
+        self._decoder = RequestDecoder() if handover is None else handover.decoder
         self._body: _Body | None = None
         self._in_flight: set[Deferred[None]] = set()
-        self._answered: set[int] = set()
+        self._answered: set[int] = set() if handover is None else set(handover.answered)
         self._status = 0
         self._ending = False
         self._finishing: Deferred[None] | None = None
@@ -130,6 +147,11 @@ class CacheProtocol(Protocol):
     def connectionMade(self) -> None:
         if self._handshake:
             self._io().write(self._handshake)
+        handover, self._handover = self._handover, None
+        if handover is not None:
+            self._dispatch_all(handover.backlog)
+            if handover.malformed and not self._ending:
+                self._malformed(handover.malformed)
 
     def dataReceived(self, data: bytes) -> None:
         if self._ending:
@@ -137,11 +159,18 @@ class CacheProtocol(Protocol):
         try:
             events = self._decoder.feed(data)
         except ProtocolError as e:
-            for event in e.events:
-                self._dispatch(event)
-            self._malformed(str(e))
+            self._dispatch_all(e.events)
+            if not self._ending:
+                self._malformed(str(e))
             return
+        self._dispatch_all(events)
+
+    def _dispatch_all(self, events: list[Event]) -> None:
         for event in events:
+            if self._ending:
+                # Nothing after close is answered: go sent close last.
+                _log.warn("Request after close ignored")
+                return
             self._dispatch(event)
 
     def readConnectionLost(self) -> None:
@@ -275,6 +304,11 @@ class CacheProtocol(Protocol):
         self._finishing = Deferred.fromCoroutine(self._finish(close))
 
     async def _finish(self, close: Request | None) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            # A put cut off mid-body: its request is unanswerable, and its
+            # spool file (MiBs for a big one) must not stay in the root.
+            await body.abandon()
         while self._in_flight:
             pending = list(self._in_flight)
             for d in pending:

@@ -9,10 +9,12 @@ writeToChild), for every request::
     \\n
     "aGVsbG8="\\n
 
-- one JSON object on one line, then one empty line;
+- one JSON object on one line, then one empty line; such a line is a few
+  hundred bytes, so one longer than L{MAX_LINE} is a protocol error (it is
+  not worth holding megabytes to find out a request is broken);
 - for a C{put} whose C{BodySize} is above zero, one more line: a JSON string
   holding the standard (padded) base64 of the whole body.  A 12 MiB archive is
-  one 16 MiB line, so no line-length limit may apply and the body is handed on
+  one 16 MiB line, so no line-length limit applies to it and it is handed on
   in chunks as it arrives (L{BodyChunk}), never buffered here;
 - C{BodySize} is omitted when zero, and then no body line follows.
 
@@ -29,6 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 KNOWN_COMMANDS = ("get", "put", "close")
+#: Longest request header line accepted (bytes, without the newline).
+MAX_LINE = 64 * 1024
+_BLANK = frozenset(b" \t\r\n")
 
 
 class ProtocolError(Exception):
@@ -39,7 +44,9 @@ class ProtocolError(Exception):
         they are good and deserve answers.
     """
 
-    events: list[Event] = []
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.events: list[Event] = []
 
 
 @dataclass(frozen=True)
@@ -127,12 +134,20 @@ def parse_request(line: bytes) -> Request:
 class RequestDecoder:
     """
     Incremental decoder: feed it bytes in any chunking, get events back.
+
+    Work is linear in the input: the buffer is read through an offset (never
+    sliced per event), a header line is searched for its newline only in
+    bytes not searched yet, and the buffer holds at most L{MAX_LINE} bytes
+    plus the last feed.
     """
 
     _HEADER, _BODY_START, _BODY, _BODY_END = range(4)
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._pos = 0
+        #: Bytes after C{_pos} already searched for a newline.
+        self._scanned = 0
         self._state = self._HEADER
         self._body_left = 0
 
@@ -141,7 +156,14 @@ class RequestDecoder:
         """
         True between requests: end of input here is a clean end.
         """
-        return self._state == self._HEADER and not self._buffer.strip()
+        return self._state == self._HEADER and not self._buffer[self._pos :].strip()
+
+    @property
+    def buffered(self) -> int:
+        """
+        Bytes held for the next feed (bounded by L{MAX_LINE} and a feed).
+        """
+        return len(self._buffer) - self._pos
 
     def feed(self, data: bytes) -> list[Event]:
         """
@@ -149,17 +171,21 @@ class RequestDecoder:
 
         @raise ProtocolError: on malformed input; the decoder is then unusable.
         """
-        self._buffer += data
+        # Between feeds the buffer holds only an unfinished header line or
+        # body end (the offset is 0): the join is small.
+        self._buffer = self._buffer + data if self._buffer else data
         events: list[Event] = []
         try:
             self._parse(events)
         except ProtocolError as e:
             e.events = events
             raise
+        finally:
+            self._buffer, self._pos = self._buffer[self._pos :], 0
         return events
 
     def _parse(self, events: list[Event]) -> None:
-        while self._buffer:
+        while self._pos < len(self._buffer):
             if self._state == self._HEADER:
                 if not self._header(events):
                     break
@@ -181,10 +207,15 @@ class RequestDecoder:
             raise ProtocolError("read line: unexpected EOF inside a request")
 
     def _header(self, events: list[Event]) -> bool:
-        end = self._buffer.find(b"\n")
+        end = self._buffer.find(b"\n", self._pos + self._scanned)
         if end < 0:
+            self._scanned = len(self._buffer) - self._pos
+            if self._scanned > MAX_LINE:
+                raise ProtocolError(f"request line longer than {MAX_LINE} bytes")
             return False
-        line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+        if end - self._pos > MAX_LINE:
+            raise ProtocolError(f"request line longer than {MAX_LINE} bytes")
+        line, self._pos, self._scanned = self._buffer[self._pos : end], end + 1, 0
         if not line.strip():
             # The empty line after each request (and any stray blank line).
             return True
@@ -196,37 +227,40 @@ class RequestDecoder:
         return True
 
     def _body_start(self) -> bool:
-        stripped = self._buffer.lstrip(b" \t\r\n")
-        if not stripped:
-            self._buffer = b""
+        buffer, pos = self._buffer, self._pos
+        while pos < len(buffer) and buffer[pos] in _BLANK:
+            pos += 1
+        self._pos = pos
+        if pos == len(buffer):
             return False
-        if stripped[:1] != b'"':
-            raise ProtocolError(f"unexpected body begin: {stripped[:20]!r}")
-        self._buffer = stripped[1:]
+        if buffer[pos] != ord('"'):
+            raise ProtocolError(f"unexpected body begin: {buffer[pos : pos + 20]!r}")
+        self._pos = pos + 1
         self._state = self._BODY
         return True
 
     def _body(self, events: list[Event]) -> None:
-        take = min(self._body_left, len(self._buffer))
-        chunk = self._buffer[:take]
+        take = min(self._body_left, len(self._buffer) - self._pos)
+        chunk = self._buffer[self._pos : self._pos + take]
         quote = chunk.find(b'"')
         if quote >= 0:
             raise ProtocolError(f"unexpected body end: {self._body_left - quote} base64 characters short")
         if chunk:
             events.append(BodyChunk(chunk))
-        self._buffer = self._buffer[take:]
+        self._pos += take
         self._body_left -= take
         if self._body_left == 0:
             self._state = self._BODY_END
 
     def _body_end(self, events: list[Event]) -> bool:
-        if len(self._buffer) < 2:
-            if self._buffer[:1] not in (b"", b'"'):
-                raise ProtocolError(f"unexpected body end: {self._buffer[:20]!r}")
+        tail = self._buffer[self._pos : self._pos + 2]
+        if len(tail) < 2:
+            if tail not in (b"", b'"'):
+                raise ProtocolError(f"unexpected body end: {tail!r}")
             return False
-        if self._buffer[:2] != b'"\n':
-            raise ProtocolError(f"unexpected body end: {self._buffer[:20]!r}")
-        self._buffer = self._buffer[2:]
+        if tail != b'"\n':
+            raise ProtocolError(f"unexpected body end: {self._buffer[self._pos : self._pos + 20]!r}")
+        self._pos += 2
         self._state = self._HEADER
         events.append(BodyEnd())
         return True

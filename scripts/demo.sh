@@ -32,7 +32,7 @@ export CACHEPROG_REMOTE_STORAGE_TYPE=dir CACHEPROG_DIR_STORAGE_ROOT="$work/share
 
 # go -x prints every tool it runs: "<GOTOOLDIR>/compile -o ...".
 compiles() { grep -cE '(^|[[:space:]])[^[:space:]]*/compile(\.exe)?[[:space:]]+-' "$1" || true; }
-stats() { grep -o 'cacheprog statistics [^"]*' "$1" | tail -n 1; }
+stats() { grep -o 'cacheprog statistics"\? [^"]*' "$1" | tail -n 1 | sed 's/^cacheprog statistics"\? //'; }
 field() { stats "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
 build() { # build N

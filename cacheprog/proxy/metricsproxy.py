@@ -40,7 +40,7 @@ from twisted.web.server import NOT_DONE_YET
 from cacheprog.log import Logger
 
 if TYPE_CHECKING:
-    from treq.client import HTTPClient
+    from cacheprog.remote.pool import Requester
 
 _log = Logger("proxy")
 
@@ -127,7 +127,7 @@ class MetricsProxyResource(Resource):
 
     def __init__(
         self,
-        client: HTTPClient,
+        client: Requester,
         clock: IReactorTime,
         endpoint: str,
         labels: Mapping[str, str] | None = None,

@@ -7,7 +7,7 @@ helpers.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 
@@ -29,12 +29,47 @@ def reference_metadata(obj: UploadObject) -> dict[str, str]:
     return meta
 
 
-async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+async def one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
     """
     A body that is already in memory.
     """
     if data:
         yield data
+
+
+async def trimmed(body: AsyncIterator[bytes], skip: int, length: int) -> AsyncIterator[bytes]:
+    """
+    Bytes C{[skip, skip + length)} of C{body}: for a server that answered a
+    ranged request with the whole object (200), or with more than asked.
+    Closes C{body} when done.
+    """
+    try:
+        async for chunk in body:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            piece = chunk[skip : skip + length]
+            skip = 0
+            length -= len(piece)
+            if piece:
+                yield piece
+            if length <= 0:
+                return
+    finally:
+        await close_body(body)
+
+
+async def close_body(body: object) -> None:
+    """
+    Drop a body early, whatever kind of stream it is.
+    """
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
 
 
 class BulkGet:

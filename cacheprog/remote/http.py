@@ -9,35 +9,34 @@ GET without C{X-Cacheprog-OutputID} is an error rather than an object with
 an empty id; a query string in the base URL stays a query string; up to 16
 idle connections are kept per host.
 
-GET bodies are B{streamed}: L{RemoteObject.body} yields the chunks as they
-arrive, and reading from the connection pauses while more than
-L{StreamedBody.HIGH_WATER} bytes wait for the consumer, so memory stays
-bounded whatever the object size.  A body that is dropped unread (or half
-read) closes its connection.
+GET bodies are B{streamed} (L{cacheprog.remote.body.BodyStream}): the chunks
+arrive as they come, reading pauses while a megabyte waits for the consumer,
+a stall longer than the read timeout is an error, and a body released
+before its end (L{BodyStream.aclose}, or dropped) aborts its connection.
 
-Time limits are the caller's: cancelling the coroutine of L{HTTPStore.get}
-or L{HTTPStore.put} (the core's timeouts do) cancels the HTTP request, or
-drops the connection mid-body.
+Cancelling the coroutine of L{HTTPStore.get} or L{HTTPStore.put} (the core's
+timeouts do) cancels the HTTP request, or drops the connection mid-body; the
+pool's connect and read timeouts (L{cacheprog.remote.pool}) bound every
+request whatever the caller's limits.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseNeverReceived
+from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.log import Logger
+from cacheprog.remote import body as _body
 from cacheprog.remote import httpcontract as contract
-from cacheprog.remote.base import BulkGet
+from cacheprog.remote.base import BulkGet, trimmed
+from cacheprog.remote.pool import cancelled
 
 if TYPE_CHECKING:
-    from treq.client import HTTPClient
     from twisted.web.client import HTTPConnectionPool
 
 _log = Logger("http")
@@ -54,153 +53,16 @@ class HTTPStorageError(Exception):
     """
 
 
-class StreamedBody(Protocol):
-    """
-    Receives a response body from Twisted (L{IResponse.deliverBody}) for one
-    reader, pausing the connection while more than L{HIGH_WATER} bytes wait.
-    """
-
-    #: Stop reading from the connection while this many bytes wait.
-    HIGH_WATER = 1 << 20
-
-    def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._queued = 0
-        self._paused = False
-        self._waiter: Deferred[None] | None = None
-        self._end: BaseException | None = None
-        self.ended = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._queued += len(data)
-        if self._queued >= self.HIGH_WATER and not self._paused and not self.ended:
-            self._paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
-        self._wake()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.ended:
-            self.ended = True
-            if not isinstance(reason.value, ResponseDone):
-                self._end = reason.value
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.callback(None)
-
-    async def next_chunk(self) -> bytes | None:
-        """
-        The next chunk, or None at the end of the body.
-
-        @raise Exception: why the body broke off (the connection was lost,
-            it was shorter than its Content-Length, it was abandoned).
-        """
-        while not self._chunks:
-            if self.ended:
-                if self._end is not None:
-                    raise self._end
-                return None
-            self._waiter = Deferred(self._cancel)
-            await self._waiter
-        chunk = self._chunks.popleft()
-        self._queued -= len(chunk)
-        if self._paused and self._queued <= self.HIGH_WATER // 2 and not self.ended:
-            self._paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
-        return chunk
-
-    def _cancel(self, waiter: Deferred[None]) -> None:
-        if self._waiter is waiter:
-            self._waiter = None
-        self.abort()
-
-    def abort(self) -> None:
-        """
-        Drop the connection unless the body already ended: the rest is not wanted.
-        """
-        self._chunks.clear()
-        self._queued = 0
-        if not self.ended:
-            self.ended = True
-            self._end = HTTPStorageError("response body abandoned")
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]
-
-
-class BodyReader:
-    """
-    L{RemoteObject.body} for the C{http} backend: an async iterator over a
-    L{StreamedBody}.  Cancelling a pending read, L{aclose}, or dropping the
-    reader before the end (the core may drop an object it cannot decode)
-    closes the connection.
-    """
-
-    def __init__(self, stream: StreamedBody) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> BodyReader:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self._stream.next_chunk()
-        if chunk is None:
-            raise StopAsyncIteration
-        return chunk
-
-    async def aclose(self) -> None:
-        self._stream.abort()
-
-    def __del__(self) -> None:
-        self._stream.abort()
-
-
-class _Discard(Protocol):
-    """
-    Drops a body unread, with its connection.
-    """
-
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()  # type: ignore[union-attr]
-
-
-class _Prefix(Protocol):
-    """
-    Reads up to C{limit} bytes of a body, then drops the connection.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-
-    def _cancel(self, _: Deferred[bytes]) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self.data += data[: self.limit - len(self.data)]
-        if len(self.data) >= self.limit:
-            self.transport.stopProducing()  # type: ignore[union-attr]
-            self.done.callback(bytes(self.data))
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.done.called:
-            self.done.callback(bytes(self.data))
-
-
 async def read_prefix(response: Any, limit: int = ERROR_BODY_LIMIT) -> bytes:
     """
     The first C{limit} bytes of C{response}'s body; the body is released
     (read to its end when short, else its connection dropped).
     """
-    reader = _Prefix(limit)
-    response.deliverBody(reader)
-    return await reader.done
+    return await _body.read_limited(response, limit)
+
+
+def _broken(message: str) -> Exception:
+    return HTTPStorageError(message)
 
 
 def _header(response: Any, name: str) -> str | None:
@@ -224,7 +86,7 @@ class HTTPStore(BulkGet):
         self,
         base_url: str,
         headers: dict[str, str],
-        client: HTTPClient,
+        client: Any,
         reactor: Any = None,
         pool: HTTPConnectionPool | None = None,
     ) -> None:
@@ -233,35 +95,39 @@ class HTTPStore(BulkGet):
         self._client = client
         self._reactor = reactor
         self._pool = pool
+        timeouts = getattr(client, "timeouts", None)
+        #: Seconds a body may stall (the pool's read timeout; 0 with a bare client).
+        self.read_timeout: float = timeouts.read if timeouts is not None else 0.0
 
     @classmethod
     def create(cls, base_url: str, headers: dict[str, str], reactor: Any) -> HTTPStore:
         """
         A store with its own persistent connection pool on C{reactor}.
         """
-        from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from cacheprog.remote.pool import build_client
 
-        pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
-        pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
-        agent = Agent(reactor, pool=pool, connectTimeout=30)  # type: ignore[no-untyped-call]
+        client, pool = build_client(reactor, per_host=MAX_PERSISTENT_PER_HOST)
         _log.info("Configuring HTTP storage with base URL", baseURL=base_url)
-        return cls(base_url, headers, HTTPClient(agent), reactor, pool)
+        return cls(base_url, headers, client, reactor, pool)
 
-    async def _request(self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | None = None) -> Any:
+    async def _request(
+        self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | IO[bytes] | None = None
+    ) -> Any:
         try:
             return await self._send(method, action_id, headers, data)
         except (ResponseNeverReceived, RequestTransmissionFailed) as e:
             # Twisted reports a cancelled request as a failed one.
-            if any(isinstance(reason.value, CancelledError) for reason in e.reasons):
+            if cancelled(e):
                 raise CancelledError() from None
             raise
 
-    def _send(self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | None) -> Deferred[Any]:
+    def _send(
+        self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | IO[bytes] | None
+    ) -> Deferred[Any]:
         all_headers = dict(self._headers)
         all_headers.update(headers)
         kwargs: dict[str, Any] = {"headers": all_headers, "unbuffered": True}
-        if data:
+        if data is not None and (not isinstance(data, bytes) or data):
             kwargs["data"] = data
         if self._reactor is not None:
             kwargs["reactor"] = self._reactor
@@ -279,7 +145,7 @@ class HTTPStore(BulkGet):
         try:
             obj = self._parse(response)
         except contract.ContractError as e:
-            response.deliverBody(_Discard())
+            await _body.discard(response)
             raise HTTPStorageError(str(e)) from None
         return obj
 
@@ -291,15 +157,16 @@ class HTTPStore(BulkGet):
         compression = contract.parse_compression(_header(response, contract.COMPRESSION))
         size = contract.parse_size(contract.UNCOMPRESSED_SIZE, _header(response, contract.UNCOMPRESSED_SIZE))
         stored_size = int(response.length)
-        stream = StreamedBody()
-        response.deliverBody(stream)
+        stream = _body.BodyStream(
+            response, clock=self._reactor, read_timeout=self.read_timeout if self._reactor else 0.0, error=_broken
+        )
         return RemoteObject(
             output_id=output_id,
             size=size or stored_size,
             mtime=mtime,
             compression=compression,
             stored_size=stored_size,
-            body=BodyReader(stream),
+            body=stream,
         )
 
     async def put(self, obj: UploadObject) -> None:
@@ -310,7 +177,53 @@ class HTTPStore(BulkGet):
             contract.COMPRESSION: obj.compression,
             contract.UNCOMPRESSED_SIZE: str(obj.size),
         }
-        response = await self._request("PUT", obj.action_id, headers, obj.data)
+        response = await self._request("PUT", obj.action_id, headers, obj.payload())
+        body = await read_prefix(response)
+        if not 200 <= response.code < 300:
+            raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")
+
+    # manifests and packs
+
+    async def _blob_request(self, method: str, name: str, headers: dict[str, str], data: bytes | None = None) -> Any:
+        all_headers = {**self._headers, **headers}
+        kwargs: dict[str, Any] = {"headers": all_headers, "unbuffered": True}
+        if data is not None:
+            kwargs["data"] = data
+        if self._reactor is not None:
+            kwargs["reactor"] = self._reactor
+        try:
+            return await self._client.request(method, contract.blob_url(self.base_url, name), **kwargs)
+        except (ResponseNeverReceived, RequestTransmissionFailed) as e:
+            if cancelled(e):
+                raise CancelledError() from None
+            raise
+
+    async def get_blob(self, name: str) -> bytes:
+        body = await self._blob_body(name, {})
+        return b"".join([chunk async for chunk in body])
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        return await self._blob_body(name, {"Range": f"bytes={start}-{stop - 1}"}, start, stop)
+
+    async def _blob_body(
+        self, name: str, headers: dict[str, str], start: int = 0, stop: int = -1
+    ) -> AsyncIterator[bytes]:
+        response = await self._blob_request("GET", name, headers)
+        if response.code == 404:
+            await read_prefix(response)
+            raise NotFound(name)
+        if response.code not in (200, 206):
+            body = await read_prefix(response)
+            raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")
+        stream = _body.BodyStream(
+            response, clock=self._reactor, read_timeout=self.read_timeout if self._reactor else 0.0, error=_broken
+        )
+        if response.code == 200 and stop >= 0:
+            return trimmed(stream, start, stop - start)
+        return stream
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        response = await self._blob_request("PUT", name, {}, data)
         body = await read_prefix(response)
         if not 200 <= response.code < 300:
             raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")

@@ -5,6 +5,7 @@ An in-memory backend: for tests and for trying things out.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import attrs
@@ -37,6 +38,9 @@ class MemoryStore(BulkGet):
         self.objects: dict[bytes, StoredObject] = {}
         self.gets = 0
         self.puts = 0
+        #: Manifests and packs, by name; C{blob_gets} counts reads of them.
+        self.blobs: dict[str, bytes] = {}
+        self.blob_gets = 0
 
     async def get(self, action_id: bytes) -> RemoteObject:
         self.gets += 1
@@ -58,9 +62,22 @@ class MemoryStore(BulkGet):
             output_id=obj.output_id,
             size=obj.size,
             compression=obj.compression,
-            data=obj.data,
+            data=obj.read(),
             mtime=datetime.now(timezone.utc),
         )
+
+    async def get_blob(self, name: str) -> bytes:
+        self.blob_gets += 1
+        if name not in self.blobs:
+            raise NotFound(name)
+        return self.blobs[name]
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        data = await self.get_blob(name)
+        return one_chunk(data[start:stop])
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        self.blobs[name] = data
 
     async def close(self) -> None:
         return None

@@ -109,6 +109,19 @@ def object_key(prefix: str, action_id: bytes) -> str:
     return key
 
 
+def named_key(prefix: str, name: str) -> str:
+    """
+    The S3 key of a named object (a manifest, a pack): C{prefix} joined to
+    C{name} with the same rules as L{object_key}.
+    """
+    if not prefix:
+        return name
+    key = posixpath.normpath(posixpath.join(prefix, name))
+    if key.startswith("//"):
+        key = "/" + key.lstrip("/")
+    return key
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """
@@ -202,6 +215,8 @@ class S3Settings:
     access_key_id: str = ""
     access_key_secret: str = field(default="", repr=False)
     session_token: str = field(default="", repr=False)
+    #: Trusted prefixes read after C{prefix}, never written (rendered).
+    read_prefixes: tuple[str, ...] = ()
 
     def path_style(self) -> bool:
         """
@@ -243,7 +258,7 @@ class S3Settings:
             # No user info, query or fragment: they may carry tokens.
             parts = urlsplit(self.credentials_endpoint)
             endpoint = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-        return {
+        described: dict[str, object] = {
             "region": self.region or "(detect)",
             "bucket": self.bucket,
             "prefix": self.prefix,
@@ -256,6 +271,33 @@ class S3Settings:
             if self.access_key_id
             else ("endpoint" if self.credentials_endpoint else "default chain"),
         }
+        if self.read_prefixes:
+            described["read_prefixes"] = ",".join(self.read_prefixes)
+        return described
+
+
+def _same_prefix(a: str, b: str) -> bool:
+    """
+    Do two prefixes name the same keys (C{path.Join} rules)?
+    """
+    probe = b"\0" * 32
+    return object_key(a, probe) == object_key(b, probe)
+
+
+def _endpoint_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, str]:
+    """
+    The endpoint and where it came from: C{--s3-endpoint} /
+    C{CACHEPROG_S3_ENDPOINT}, else the AWS SDKs' C{AWS_ENDPOINT_URL_S3}, then
+    C{AWS_ENDPOINT_URL} (unless C{AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true}).
+    """
+    text = config.text("s3-endpoint").strip()
+    if text or environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
+        return text, config.source("s3-endpoint")
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        value = environ.get(name, "").strip()
+        if value:
+            return value, name
+    return "", config.source("s3-endpoint")
 
 
 def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -268,14 +310,24 @@ def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
     bucket = config.text("s3-bucket").strip()
     if not bucket:
         raise ConfigError("the s3 remote storage needs a bucket: set --s3-bucket or CACHEPROG_S3_BUCKET")
+    text, source = _endpoint_setting(config, environ)
     try:
-        endpoint = parse_endpoint(config.text("s3-endpoint"))
+        endpoint = parse_endpoint(text)
     except ValueError as e:
-        raise ConfigError(f"invalid value for {config.source('s3-endpoint')}: {e}") from None
+        raise ConfigError(f"invalid value for {source}: {e}") from None
     try:
         prefix = render_prefix(config.text("s3-prefix"), environ, go_os(), go_arch())
     except ValueError as e:
         raise ConfigError(f"invalid value for {config.source('s3-prefix')}: {e}") from None
+    read_prefixes = []
+    for template in config.items("s3-read-prefixes"):
+        try:
+            rendered = render_prefix(template.strip(), environ, go_os(), go_arch())
+        except ValueError as e:
+            raise ConfigError(f"invalid value for {config.source('s3-read-prefixes')}: {e}") from None
+        if _same_prefix(rendered, prefix):
+            continue
+        read_prefixes.append(rendered)
     credentials_endpoint = config.text("s3-credentials-endpoint").strip()
     if credentials_endpoint:
         parts = urlsplit(credentials_endpoint)
@@ -304,4 +356,5 @@ def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
         "access_key_id": access_key_id if secret else "",
         "access_key_secret": secret if access_key_id else "",
         "session_token": config.text("s3-session-token") if access_key_id else "",
+        "read_prefixes": tuple(read_prefixes),
     }

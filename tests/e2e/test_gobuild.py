@@ -52,7 +52,7 @@ APP_OUTPUT = "hello, cacheprog (1)\n2+3=5\n"
 GO_TIMEOUT = 300.0
 PROG_TIMEOUT = 60.0
 
-_STATS = re.compile(r'cacheprog statistics ([^"\n]*)')
+_STATS = re.compile(r"cacheprog statistics\"? ([^\"\n]*)")
 
 
 def _tool_runs(stderr: str, tool: str) -> list[str]:

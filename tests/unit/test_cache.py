@@ -6,17 +6,41 @@ the memory backend and a fake clock.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog.cache import BIG, FLUSH_DELAY, Cache, Settings
+from cacheprog.interfaces import RemoteObject
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.remote.disabled import DisabledStore
 from cacheprog.remote.memory import MemoryStore, StoredObject
 
 from .helpers import WHEN, GatedStore, action, output_of, store_object
+
+
+class Recorded:
+    """
+    A body that tells when it is released.
+    """
+
+    def __init__(self, inner: Any, released: Callable[[], None]) -> None:
+        self._inner = inner
+        self._released = released
+
+    def __aiter__(self) -> Recorded:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk: bytes = await self._inner.__anext__()
+        return chunk
+
+    async def aclose(self) -> None:
+        self._released()
 
 
 def read(path: str) -> bytes:
@@ -161,6 +185,27 @@ class CacheTests(SynchronousTestCase):
         cache = self.cache()
         self.assertIsNone(self.get(cache, action(1)))
         self.assertEqual(cache.stats.misses, 1)
+
+    def test_body_released(self) -> None:
+        """
+        Every body the core gets is released with C{aclose}, whether it was
+        read to the end, corrupt, or of an unknown algorithm.
+        """
+        closed: list[bytes] = []
+
+        class Released(MemoryStore):
+            async def get(self, action_id: bytes) -> RemoteObject:
+                obj = await super().get(action_id)
+                return attrs.evolve(obj, body=Recorded(obj.body, lambda: closed.append(action_id)))
+
+        remote = Released()
+        store_object(remote, action(1), b"good")
+        store_object(remote, action(2), b"corrupt", output_id=output_of(b"other"))
+        remote.objects[action(3)] = StoredObject(output_of(b"abc"), 3, "lz5", b"abc", WHEN)
+        cache = self.cache(remote)
+        for n in (1, 2, 3):
+            self.get(cache, action(n))
+        self.assertEqual(closed, [action(1), action(2), action(3)])
 
     def test_remote_failure_is_miss(self) -> None:
         """

@@ -35,6 +35,34 @@ class CLITests(SynchronousTestCase):
         self.assertIn(b"Starting cacheprog", result.stderr)
         self.assertIn(b"cacheprog statistics", result.stderr)
 
+    def test_statistics_fields_and_run_log(self) -> None:
+        """
+        The statistics line has real logfmt fields after the reference's
+        message (C{msg="cacheprog statistics" get_calls=0 get_hits=0
+        get_hit_ratio=... put_calls=0 ...}), and the run is appended to the
+        run log of the local root with the same numbers.
+        """
+        root = self.mktemp()
+        result = run(["--root-directory", root])
+        self.assertRegex(
+            result.stderr,
+            rb'level=INFO msg="cacheprog statistics" get_calls=0 get_hits=0 get_hit_ratio=0.00 put_calls=0 ',
+        )
+        with open(os.path.join(root, "runs.jsonl")) as f:
+            records = [json.loads(line) for line in f]
+        self.assertEqual(len(records), 1)
+        self.assertEqual((records[0]["kind"], records[0]["gets"], records[0]["puts"]), ("run", 0, 0))
+
+    def test_summary_command(self) -> None:
+        """
+        C{cacheprog summary} reads that run log and prints the table.
+        """
+        root = self.mktemp()
+        run(["--root-directory", root])
+        result = run(["summary", "--root-directory", root])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"total (1 run)", result.stdout)
+
     def test_disable_flags_via_env(self) -> None:
         """
         CACHEPROG_DISABLE_GET / _PUT shape the handshake.

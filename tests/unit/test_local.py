@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import time
 from datetime import datetime, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.local import DiskStore, Spool
+from cacheprog.local import STALE_TEMP, DiskStore, LocalWriteError, Spool, UnsafeRoot
 
 from .helpers import action, output_of
 
@@ -136,3 +138,153 @@ class DiskStoreTests(SynchronousTestCase):
         from cacheprog.local import LocalWriteError
 
         self.assertRaises(LocalWriteError, DiskStore(os.path.join(blocker, "x")).probe)
+
+
+def flip(path: str) -> None:
+    """
+    Change one byte of a file in place (same size).
+    """
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+
+
+class IntegrityTests(DiskStoreTests):
+    """
+    Wrong bytes are never served from the local tier, and a put heals them.
+    """
+
+    def test_flipped_small_is_miss(self) -> None:
+        """
+        A small data file changed in place (same size) is a miss, not a hit.
+        """
+        flip(self.commit(action(1), b"abc" * 100))
+        self.assertIsNone(self.fresh().lookup(action(1)))
+
+    def test_put_heals_flipped(self) -> None:
+        """
+        A put of the right body rewrites a damaged data file of the right
+        size (it was kept because its size matched), in memory or streamed.
+        """
+        for n, in_memory in ((1, True), (2, False)):
+            body = b"body %d " % n * 5000
+            path = self.commit(action(n), body, in_memory)
+            flip(path)
+            self.assertEqual(self.commit(action(n + 10), body, in_memory), path)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), body)
+
+    def test_big_checks_size_only(self) -> None:
+        """
+        Entries above the verify limit are not re-hashed on lookup (cost),
+        only their size is checked.
+        """
+        store = DiskStore(self.store.root, verify_limit=10)
+        spool = Spool(store, in_memory=True)
+        spool.write(b"x" * 100)
+        path = spool.commit(action(1), output_of(b"x" * 100), WHEN).path
+        store.flush()
+        flip(path)
+        self.assertIsNotNone(DiskStore(self.store.root, verify_limit=10).lookup(action(1)))
+
+
+class RootSafetyTests(SynchronousTestCase):
+    """
+    A root another local user could write in is refused, naming the path.
+    """
+
+    def test_default_created_private(self) -> None:
+        root = os.path.join(self.mktemp(), "cacheprog-1000")
+        DiskStore(root, default=True).probe()
+        self.assertEqual(stat.S_IMODE(os.stat(root).st_mode), 0o700)
+
+    def test_planted_world_writable(self) -> None:
+        """
+        A pre-created 0777 default root is refused with its path in the error.
+        """
+        root = self.mktemp()
+        os.makedirs(root)
+        os.chmod(root, 0o777)
+        with self.assertRaises(UnsafeRoot) as caught:
+            DiskStore(root, default=True).probe()
+        self.assertIn(root, str(caught.exception))
+        self.assertIn("writable by others", str(caught.exception))
+        with self.assertRaises(UnsafeRoot):
+            DiskStore(root).probe()
+
+    def test_group_writable(self) -> None:
+        """
+        Group-writable: refused as the default root, the user's choice when explicit.
+        """
+        root = self.mktemp()
+        os.makedirs(root)
+        os.chmod(root, 0o770)
+        self.assertRaises(UnsafeRoot, DiskStore(root, default=True).probe)
+        DiskStore(root).probe()
+
+    def test_symlink(self) -> None:
+        """
+        A default root that is a symlink (to a directory another user
+        controls) is refused; an explicit symlinked root is followed.
+        """
+        target = os.path.abspath(self.mktemp())
+        os.makedirs(target)
+        link = os.path.abspath(self.mktemp())
+        os.symlink(target, link)
+        with self.assertRaises(UnsafeRoot) as caught:
+            DiskStore(link, default=True).probe()
+        self.assertIn("symlink", str(caught.exception))
+        DiskStore(link).probe()
+
+    def test_other_owner(self) -> None:
+        """
+        A root owned by another user is refused, explicit or not.
+        """
+        if os.getuid() != 0:
+            raise self.skipTest("needs root to give a directory away")
+        root = self.mktemp()
+        os.makedirs(root)
+        os.chown(root, 12345, 12345)
+        with self.assertRaises(UnsafeRoot) as caught:
+            DiskStore(root).probe()
+        self.assertIn("owned by uid 12345", str(caught.exception))
+
+    def test_planted_subdirectory(self) -> None:
+        """
+        A world-writable directory inside the root is refused too (at its
+        first use: a put answers Err, never plants files).
+        """
+        store = DiskStore(self.mktemp())
+        store.probe()
+        sub = os.path.dirname(store.data_path(output_of(b"abc")))
+        os.makedirs(sub)
+        os.chmod(sub, 0o777)
+        spool = Spool(store, in_memory=True)
+        spool.write(b"abc")
+        self.assertRaises(LocalWriteError, spool.commit, action(1), output_of(b"abc"), WHEN)
+
+
+class SweepTests(SynchronousTestCase):
+    """
+    Spool files of killed processes are removed at start; live ones never.
+    """
+
+    def test_stale_removed_live_kept(self) -> None:
+        store = DiskStore(self.mktemp())
+        store.probe()
+        dead, dead_name = store.temp_file()
+        dead.write(b"partial")
+        dead.close()  # the killed writer's lock is gone with it
+        live, live_name = store.temp_file()
+        fresh = os.path.join(os.path.dirname(live_name), ".spool.fresh.tmp")
+        with open(fresh, "wb"):
+            pass
+        old = time.time() - STALE_TEMP - 1
+        os.utime(dead_name, (old, old))
+        os.utime(live_name, (old, old))
+        self.assertEqual(store.sweep(), 1)
+        self.assertFalse(os.path.exists(dead_name))
+        self.assertTrue(os.path.exists(live_name), "locked by a live writer")
+        self.assertTrue(os.path.exists(fresh), "too young")
+        live.close()

@@ -161,6 +161,38 @@ class ProtocolTests(SynchronousTestCase):
         proto.readConnectionLost()
         self.assertEqual(self.finish(proto, transport), 1)
 
+    def spools(self) -> list[str]:
+        return [n for _, _, names in os.walk(self.local.root) for n in names if n.startswith(".spool.")]
+
+    def test_cut_off_put_leaves_no_spool(self) -> None:
+        """
+        EOF, a signal or bad input in the middle of a big put body removes its
+        spool file (it stayed in the root for ever).
+        """
+        data = put(1, action(1), os.urandom(BIG * 3))
+        for end in ("eof", "signal", "garbage"):
+            proto, _ = self.connect()
+            proto.dataReceived(data[: len(data) // 2])
+            self.assertEqual(len(self.spools()), 1, end)
+            if end == "eof":
+                proto.readConnectionLost()
+            elif end == "signal":
+                proto.shutdown()
+            else:
+                proto.dataReceived(b'"garbage\n')
+            self.assertEqual(self.spools(), [], end)
+            proto.connectionLost(None)
+
+    def test_nothing_after_close(self) -> None:
+        """
+        Requests after close are not dispatched (go never sends any).
+        """
+        proto, transport = self.connect()
+        proto.dataReceived(close(1) + get(2, action(1)) + put(3, action(2), b"late"))
+        self.assertEqual([a["ID"] for a in self.answers(transport)], [0, 1])
+        self.assertIsNone(self.local.lookup(action(2)))
+        self.assertEqual(self.cache.stats.gets, 0)
+
     def test_unknown_command(self) -> None:
         """
         An unknown command gets an Err naming it, and the run goes on.

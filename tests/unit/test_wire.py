@@ -9,9 +9,12 @@ import base64
 import json
 from datetime import datetime, timezone
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog.wire import (
+    MAX_LINE,
     BodyChunk,
     BodyEnd,
     Event,
@@ -185,6 +188,90 @@ class DecoderTests(SynchronousTestCase):
         d = RequestDecoder()
         d.feed(b'{"ID":1,"Command":"close"}\n\n')
         d.end()
+
+
+class LongLineTests(SynchronousTestCase):
+    def test_header_line_capped(self) -> None:
+        """
+        A header line longer than L{MAX_LINE} without a newline is a protocol
+        error as soon as the cap is passed, not after megabytes.
+        """
+        decoder = RequestDecoder()
+        chunk = b"x" * 65536
+        fed = 0
+        with self.assertRaises(ProtocolError) as caught:
+            for _ in range(256):  # 16 MiB in the reads go makes
+                decoder.feed(chunk)
+                fed += len(chunk)
+        self.assertIn("longer than", str(caught.exception))
+        self.assertLessEqual(fed, MAX_LINE + len(chunk))
+
+    def test_long_line_with_newline(self) -> None:
+        """
+        A whole over-long line in one feed is refused too.
+        """
+        with self.assertRaises(ProtocolError):
+            RequestDecoder().feed(b" " * (MAX_LINE + 1) + b"\n")
+
+    def test_many_requests_in_one_feed(self) -> None:
+        """
+        Thousands of requests in one read decode without the buffer being
+        copied per request (the offset moves; nothing is left buffered).
+        """
+        line = json.dumps({"ID": 1, "Command": "get", "ActionID": _b64(A1)}).encode() + b"\n\n"
+        decoder = RequestDecoder()
+        events = decoder.feed(line * 5000)
+        self.assertEqual(len(events), 5000)
+        self.assertEqual(decoder.buffered, 0)
+
+    def test_error_events_not_shared(self) -> None:
+        """
+        Each L{ProtocolError} has its own list of events (it was a class
+        attribute shared by all of them).
+        """
+        first, second = ProtocolError("a"), ProtocolError("b")
+        first.events.append(BodyEnd())
+        self.assertEqual(second.events, [])
+
+
+class DecoderPropertyTests(SynchronousTestCase):
+    """
+    For any input: events or a L{ProtocolError}, never another exception,
+    and bounded buffering (so linear work).
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(max_size=300), max_size=20))
+    def test_any_bytes(self, chunks: list[bytes]) -> None:
+        decoder = RequestDecoder()
+        try:
+            for chunk in chunks:
+                decoder.feed(chunk)
+                self.assertLessEqual(decoder.buffered, MAX_LINE + len(chunk))
+            decoder.end()
+        except ProtocolError:
+            pass
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.data())
+    def test_any_chunking_of_a_valid_stream(self, data: st.DataObject) -> None:
+        """
+        A valid stream gives the same events however it is cut, with noise
+        bytes appended giving events or a protocol error.
+        """
+        raw = stream()
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=10)))
+        noise = data.draw(st.binary(max_size=50))
+        decoder = RequestDecoder()
+        events: list[Event] = []
+        for start, stop in zip([0, *cuts], [*cuts, len(raw)], strict=True):
+            events += decoder.feed(raw[start:stop])
+        self.assertEqual(collapse(events), EXPECTED)
+        try:
+            decoder.feed(noise)
+            decoder.end()
+        except ProtocolError:
+            pass
 
 
 class EncodeTests(SynchronousTestCase):
