@@ -90,6 +90,7 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     except (_config.ConfigError, LocalWriteError) as e:
         _die(str(e))
     protocol_fd = isolate_stdout()
+    _hold_signals()
     os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
     # Spool files of killed runs (while go's first requests wait in the pipe).
     local.sweep()
@@ -246,6 +247,22 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
 
 #: Seconds a signal leaves remote work in flight before it is abandoned.
 SIGNAL_GRACE = 3.0
+#: Signals received while Twisted starts, handled once the reactor runs.
+_EARLY_SIGNALS: list[int] = []
+
+
+def _hold_signals() -> None:
+    """
+    From the handshake on, SIGINT/SIGTERM must take the close path, not
+    kill us mid-start: record them until the reactor handles them.
+    """
+    import signal
+
+    def record(signum: int, frame: object) -> None:
+        _EARLY_SIGNALS.append(signum)
+
+    signal.signal(signal.SIGINT, record)
+    signal.signal(signal.SIGTERM, record)
 
 
 def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
@@ -273,6 +290,9 @@ def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    for _ in _EARLY_SIGNALS:
+        reactor.callWhenRunning(handle)
+    _EARLY_SIGNALS.clear()
 
 
 def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:

@@ -410,7 +410,7 @@ class StuckRemoteTests(TestCase):
     timeout = 120
 
     def start(self, log: str) -> DirectProcess:
-        stuck = socket.socket()
+        stuck = self.stuck = socket.socket()
         stuck.bind(("127.0.0.1", 0))
         stuck.listen(64)  # the kernel accepts; nobody ever answers
         self.addCleanup(stuck.close)
@@ -438,7 +438,8 @@ class StuckRemoteTests(TestCase):
         log = self.mktemp()
         direct = self.start(log)
         direct.send_get(1, bytes(32))
-        time.sleep(1)
+        self.stuck.settimeout(60)
+        self.addCleanup(self.stuck.accept()[0].close)  # it is running, and stuck
         started = time.monotonic()
         direct.process.send_signal(signal.SIGTERM)
         self.assertIn(b'"Miss":true', direct.readline())
@@ -455,7 +456,8 @@ class StuckRemoteTests(TestCase):
         log = self.mktemp()
         direct = self.start(log)
         direct.send_get(1, bytes(32))
-        time.sleep(1)
+        self.stuck.settimeout(60)
+        self.addCleanup(self.stuck.accept()[0].close)  # it is running, and stuck
         started = time.monotonic()
         direct.process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
