@@ -84,6 +84,21 @@ def name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def stop_at(text: str) -> float:
+    """
+    The next time of day C{HH:MM} (UTC) as a timestamp.
+    """
+    try:
+        hours, minutes = (int(part) for part in text.split(":"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        when = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected HH:MM (UTC), got {text!r}") from e
+    if when < now:
+        when += datetime.timedelta(days=1)
+    return when.timestamp()
+
+
 def peer(text: str) -> tuple[str, str]:
     name, sep, command = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not command.strip():
@@ -145,6 +160,12 @@ def parser() -> argparse.ArgumentParser:
     add("--analysis-latencies", type=latency_list, default=[0, 50], help="relay runs' latencies (0,50)")
     add("--profile-latency", type=int, default=0, help="latency of the profiled runs (0)")
     add("--profile", type=name_list, default=["warm-remote", "cold"], help="profiled scenarios (warm-remote,cold)")
+    add(
+        "--stop-at",
+        type=stop_at,
+        default=None,
+        help="HH:MM (UTC): start nothing new after this; what was measured is written (default: no limit)",
+    )
     add("--wait-load", type=float, default=0.0, help="first wait until the 1-min load average is below this")
     add("--wait-max", type=float, default=1500, help="wait at most this many seconds (1500)")
     add("--quick", action="store_true", help="development: net/http, one run each, 0/50 ms")
@@ -334,8 +355,10 @@ def main(argv: Sequence[str]) -> int:
     try:
         latencies = {*args.latencies, *args.cold_latencies, *args.big_latencies, *args.peer_latencies}
         storage.start(latencies | {args.pr_latency, *args.analysis_latencies, args.profile_latency}, args.jitter, log)
-        runner.run(phases, save)
-        analysis.run(runner, set(args.only))
+        groups = set(args.only)
+        args.workloads_run = list(phases)
+        runner.run(phases, save, lambda name: analysis.after_workload(runner, name, groups))
+        analysis.run(runner, groups)
     except KeyboardInterrupt:
         log("interrupted: writing what was measured")
     finally:
