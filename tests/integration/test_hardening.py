@@ -112,12 +112,12 @@ class DirectProcess:
     a time.
     """
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, stderr: Any = subprocess.DEVNULL) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cacheprog", *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
             env=_environ(),
         )
         self.readline()  # the handshake
@@ -126,7 +126,7 @@ class DirectProcess:
         assert self.process.stdout is not None
         return self.process.stdout.readline()
 
-    def get(self, request_id: int, action_id: bytes) -> bytes:
+    def send_get(self, request_id: int, action_id: bytes) -> None:
         import base64
         import json
 
@@ -134,6 +134,9 @@ class DirectProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(line.encode() + b"\n\n")
         self.process.stdin.flush()
+
+    def get(self, request_id: int, action_id: bytes) -> bytes:
+        self.send_get(request_id, action_id)
         return self.readline()
 
     def close(self) -> int:
@@ -396,3 +399,73 @@ class TokenProcessTests(TestCase):
         status, data = proxy.get("/cache/" + key.decode())
         self.assertEqual((status, data), (200, body), "reads stay open without a read token")
         self.assertEqual(proxy.stop(), 0, proxy.log())
+
+
+class StuckRemoteTests(TestCase):
+    """
+    A remote that accepts connections and never answers, with every
+    timeout of ours switched off: signals still end the run promptly.
+    """
+
+    timeout = 120
+
+    def start(self, log: str) -> DirectProcess:
+        stuck = self.stuck = socket.socket()
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(64)  # the kernel accepts; nobody ever answers
+        self.addCleanup(stuck.close)
+        work = tempfile.mkdtemp(prefix="cacheprog-stuck-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", work], check=False)
+        direct = DirectProcess(
+            "--remote-storage-type=http",
+            f"--http-storage-base-url=http://127.0.0.1:{stuck.getsockname()[1]}",
+            f"--root-directory={os.path.join(work, 'local')}",
+            "--remote-get-timeout=0",
+            "--remote-put-timeout=0",
+            "--max-background-wait=0",
+            stderr=open(log, "wb"),  # noqa: SIM115 - the process owns it
+        )
+        self.addCleanup(direct.kill)
+        return direct
+
+    def test_sigterm_answers_and_exits(self) -> None:
+        """
+        One SIGTERM: the stuck get is answered "miss" after the grace and
+        the process exits 0.
+        """
+        import signal
+
+        log = self.mktemp()
+        direct = self.start(log)
+        direct.send_get(1, bytes(32))
+        self.stuck.settimeout(60)
+        self.addCleanup(self.stuck.accept()[0].close)  # it is running, and stuck
+        started = time.monotonic()
+        direct.process.send_signal(signal.SIGTERM)
+        self.assertIn(b'"Miss":true', direct.readline())
+        self.assertEqual(direct.process.wait(30), 0)
+        self.assertLess(time.monotonic() - started, 15)
+
+    def test_two_sigterms_no_traceback(self) -> None:
+        """
+        Two SIGTERMs: the second abandons the stuck work at once, and
+        nothing like a traceback (ReactorNotRunning) reaches stderr.
+        """
+        import signal
+
+        log = self.mktemp()
+        direct = self.start(log)
+        direct.send_get(1, bytes(32))
+        self.stuck.settimeout(60)
+        self.addCleanup(self.stuck.accept()[0].close)  # it is running, and stuck
+        started = time.monotonic()
+        direct.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        direct.process.send_signal(signal.SIGTERM)
+        self.assertIn(b'"Miss":true', direct.readline())
+        self.assertEqual(direct.process.wait(30), 0)
+        self.assertLess(time.monotonic() - started, 3)
+        with open(log, "rb") as f:
+            stderr = f.read()
+        self.assertNotIn(b"Traceback", stderr)
+        self.assertNotIn(b"ReactorNotRunning", stderr)
