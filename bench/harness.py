@@ -145,6 +145,17 @@ def parser() -> argparse.ArgumentParser:
         "our seed like the reference (repeatable)",
     )
     add(
+        "--variant",
+        dest="variants",
+        action="append",
+        type=peer,
+        default=[],
+        metavar="NAME=OPTIONS",
+        help="our cacheprog with more options (e.g. 'nowarm=--warm-start=false'), cold std at "
+        "--variant-latencies in the std-cold group (repeatable)",
+    )
+    add("--variant-latencies", type=latency_list, default=[0], help="the variants' cold latencies (0)")
+    add(
         "--drain-option",
         default=None,
         help="our option that turns the detached drain on (default: found in `cacheprog --help`; '' for none)",
@@ -203,7 +214,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             p.error(f"--profile: unknown scenario {scenario!r} (warm-remote, cold)")
     if args.reference and not os.access(args.reference, os.X_OK):
         p.error(f"--reference / ${REFERENCE_VARIABLE}: {args.reference} is not an executable file")
-    names = [OURS, DRAIN, REFERENCE] + [name for name, _ in args.peers]
+    names = [OURS, DRAIN, REFERENCE] + [name for name, _ in args.peers + args.variants]
     if len(set(names)) != len(names):
         p.error(f"peer names must be unique and not {OURS!r}, {DRAIN!r} or {REFERENCE!r}")
     if not os.access(TIME, os.X_OK):
@@ -235,6 +246,9 @@ def programs(args: argparse.Namespace) -> list[Program]:
         out.append(Program(DRAIN, f"{args.cacheprog} {option}", frozenset({"cold"}), DRAIN, after, timed=False))
     else:
         log("no detached-drain option in `cacheprog --help`: the drain scenarios are left out")
+    for name, flags in args.variants:
+        command = f"{args.cacheprog} {flags}"
+        out.append(Program(name, command, frozenset({"cold"}), name, latencies=tuple(args.variant_latencies)))
     peers = [(REFERENCE, shlex.quote(args.reference))] if args.reference else []
     out += [Program(name, command, frozenset({"warm-remote"}), OURS) for name, command in peers + args.peers]
     return out

@@ -141,6 +141,13 @@ def targets(results: Results) -> list[Target]:
             lambda t: t.field((std, OURS, "warm-remote", 0), lambda r: r.s3_request_count()),
             "",
         ),
+        Target(
+            10,
+            "cold std, 0 ms, warm start on ÷ off (variant `nowarm`)",
+            (std, OURS, "cold", 0),
+            (std, "nowarm", "cold", 0),
+            1.02,
+        ),
         Target(11, "cold std with uploads, 0 ms ÷ native cold", (std, OURS, "cold", 0), cold, 1.10),
         Target(11, "same, detached drain ÷ native cold", (std, DRAIN, "cold", 0), cold, 1.03),
         Target(11, "cold std, 50 ± 10 ms ÷ native cold", (std, OURS, "cold", 50), cold, 1.15),
