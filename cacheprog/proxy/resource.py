@@ -535,7 +535,7 @@ def _connection_cap(wanted: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(8, min(wanted, soft - 32))
+    return max(8, min(wanted, soft - 16))
 
 
 def _lie(compression: str, output_id: bytes, sha256: bytes) -> str:
@@ -619,6 +619,8 @@ class ProxySite(Site):
         self.displayTracebacks = False
         self.tokens = tokens
         self.max_connections = _connection_cap(max_connections)
+        #: The listening port (set by the service): paused while full.
+        self.port: Any = None
         #: Seconds a request's headers may take (L{GuardedChannel}).
         self.header_timeout = GuardedChannel.header_timeout
         self._channels: set[Any] = set()
@@ -635,9 +637,14 @@ class ProxySite(Site):
 
     def channel_opened(self, channel: Any) -> None:
         self._channels.add(channel)
+        if len(self._channels) >= self.max_connections and self.port is not None:
+            # Full: new clients wait in the kernel's backlog, not refused.
+            self.port.stopReading()
 
     def channel_closed(self, channel: Any) -> None:
         self._channels.discard(channel)
+        if len(self._channels) < self.max_connections and self.port is not None:
+            self.port.startReading()
 
     @property
     def connections(self) -> int:

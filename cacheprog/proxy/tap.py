@@ -206,6 +206,8 @@ class ProxyService(Service):
 
     def _listened(self, port: Any) -> None:
         self.port = port
+        if hasattr(self.site, "port") and hasattr(port, "stopReading"):
+            self.site.port = port
         _log.info("Listening", address=_address(port))
 
     def _not_listening(self, failure: Failure) -> None:

@@ -390,6 +390,8 @@ class LoadTests(TestCase):
             f"proxy peak RSS {rss / 1024:.0f} MiB"
         )
         print("\n" + figures)
-        # Bodies stream: 20 x 10 MiB in flight must not mean 200 MiB per copy held.
-        self.assertLess(rss / 1024, 600, figures)
+        # Bodies stream both ways (big PUT bodies stay in their temp files):
+        # 20 x 10 MiB in flight and 1000 connections stay under 150 MiB
+        # (89 MiB measured; 1 GiB bodies: tests.integration.test_hardening).
+        self.assertLess(rss / 1024, 150, figures)
         self.assertEqual(self.proxy.stop(), 0, self.proxy.log())
