@@ -11,6 +11,7 @@ install:
 install-test:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
 	bash .ci/install-servers.sh
+	bash .ci/install-buildah.sh
 
 # Build a sample Go module through cacheprog with the embedded `dir` store,
 # wipe the local tier, rebuild, and show the second build came from the cache.
