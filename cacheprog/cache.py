@@ -14,7 +14,7 @@ The cache semantics, independent of how requests arrive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -36,6 +36,7 @@ from cacheprog.interfaces import (
 )
 from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
 from cacheprog.log import Logger
+from cacheprog.presence import Presence
 from cacheprog.stats import Stats
 
 _log = Logger("cache")
@@ -62,6 +63,7 @@ class Settings:
     max_concurrent_gets: int = 0
     max_concurrent_puts: int = 0
     remote_enabled: bool = True
+    defer_uploads: bool = False
 
 
 def inline_runner(f: Callable[..., T], *args: object) -> Deferred[T]:
@@ -142,6 +144,7 @@ class Cache:
         settings: Settings = Settings(),
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
+        presence: Presence | None = None,
         journal: RunJournal | None = None,
     ) -> None:
         self._local = local
@@ -151,12 +154,19 @@ class Cache:
         self._settings = settings
         self.stats = stats if stats is not None else Stats()
         self._observer = observer
+        self.presence = presence if presence is not None else Presence()
         self._flights: dict[bytes, _Flight] = {}
         self._get_slots = semaphore(settings.max_concurrent_gets)
         # 0 means "no limit" in the reference; we still keep a generous cap
         # so that a cold build cannot hold hundreds of bodies in memory.
         self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
         self._uploads: dict[bytes, Deferred[None]] = {}
+        self._deferred: dict[bytes, Entry] = {}
+        self._jobs: set[Deferred[None]] = set()
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        if journal is not None:
+            # The run manifest and its delta pack: drained or detached like uploads.
+            self.add_close_hook(journal.finish)
         self._closing = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
@@ -181,7 +191,7 @@ class Cache:
         if entry is not None:
             self.stats.local_hits += 1
         elif self._settings.remote_enabled:
-            entry = await self._remote_get(action_id)
+            entry = await self._remote_get_unless_absent(action_id)
             if entry is not None:
                 self.stats.remote_hits += 1
         if entry is None:
@@ -189,6 +199,16 @@ class Cache:
         elif self._journal is not None:
             self._journal.record(action_id, entry)
         return entry
+
+    async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
+        if self.presence.loading:
+            # The listing is one or a few round trips, about what this get
+            # would cost itself; its timeout bounds the wait.
+            await self.presence.ready()
+        if self.presence.absent(action_id):
+            self.stats.instant_misses += 1
+            return None
+        return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
         if self._journal is not None:
@@ -243,6 +263,7 @@ class Cache:
         try:
             obj = await self._remote.get(action_id)
         except NotFound:
+            self.presence.note_missing(action_id)
             return None
         try:
             return await self._download(action_id, obj)
@@ -329,6 +350,10 @@ class Cache:
     def _start_upload(self, action_id: bytes, entry: Entry) -> None:
         if action_id in self._uploads:
             return
+        if self._settings.defer_uploads and not self._closing:
+            # The build keeps every core busy; uploads wait for close.
+            self._deferred[action_id] = entry
+            return
         d = Deferred.fromCoroutine(limited(self._put_slots, lambda: self._upload(action_id, entry)))
         self._uploads[action_id] = d
 
@@ -351,11 +376,13 @@ class Cache:
             _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason=repr(e))
 
     async def _send(self, action_id: bytes, entry: Entry) -> None:
+        absent = self.presence.absent(action_id)
         if entry.size >= BIG:
-            obj = await self._thread(_encode_file, action_id, entry)
+            obj = await self._thread(_encode_file, action_id, entry, absent)
         else:
-            obj = _encode_file(action_id, entry)
+            obj = _encode_file(action_id, entry, absent)
         await self._remote.put(obj)
+        self.presence.note_present(action_id)
         self.stats.bytes_up += len(obj.data)
 
     def _save_soon(self) -> None:
@@ -385,28 +412,59 @@ class Cache:
 
     # close
 
-    def _close_jobs(self) -> list[Deferred[None]]:
+    def add_close_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """
-        Work that runs at close beside the uploads, under the same time
-        limit: the run manifest and its delta pack.
+        Run C{hook} at close, as a background job like the uploads (a run
+        manifest, a pack): waited for up to the background-wait limit, or
+        finished by the detached uploader.
         """
-        if self._journal is None:
-            return []
-        return [Deferred.fromCoroutine(self._journal.finish())]
+        self._close_hooks.append(hook)
 
-    async def close(self) -> None:
+    @property
+    def pending(self) -> int:
         """
-        Save the local entries; wait for background uploads, at most
-        C{max_background_wait} (0: no limit); cancel what is left.
+        Background jobs not finished yet (uploads and close hooks).
+        """
+        return len(self._uploads) + len(self._jobs)
+
+    async def close_local(self) -> None:
+        """
+        Save the local entries; start the deferred uploads and the close
+        hooks.  After this only background work is left.
         """
         self._closing = True
         await self._save()
-        pending = list(self._uploads.values()) + self._close_jobs()
+        deferred, self._deferred = self._deferred, {}
+        for action_id, entry in deferred.items():
+            self._start_upload(action_id, entry)
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in hooks:
+            self._track(hook)
+
+    def _track(self, hook: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                await hook()
+            except (CancelledError, DeferredTimeout):
+                raise
+            except Exception as e:  # noqa: BLE001 - background work never reaches go
+                _log.error("Background job at close did not succeed", reason=repr(e))
+
+        d = Deferred.fromCoroutine(run())
+        if not d.called:
+            self._jobs.add(d)
+            d.addBoth(lambda _: self._jobs.discard(d))
+
+    async def drain(self, limit: float) -> None:
+        """
+        Wait for the background jobs, at most C{limit} seconds (0: no
+        limit); cancel what is left and count it dropped.
+        """
+        pending = list(self._uploads.values()) + list(self._jobs)
         if not pending:
             return
         _log.info("Waiting for background uploads", count=len(pending))
         everything: Deferred[Any] = DeferredList(pending, consumeErrors=True)
-        limit = self._settings.max_background_wait
         if limit > 0:
             waiter: Deferred[None] = Deferred()
 
@@ -428,17 +486,27 @@ class Cache:
             for d in left:
                 d.cancel()
 
+    async def close(self) -> None:
+        """
+        Save the local entries; wait for background uploads, at most
+        C{max_background_wait} (0: no limit); cancel what is left.
+        """
+        await self.close_local()
+        await self.drain(self._settings.max_background_wait)
+
 
 def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
-    spool.write(decoder.feed(chunk))
+    # Straight into the spool, step by step: a small stored chunk may
+    # decompress to hundreds of MiB (a bomb), which must never be joined.
+    decoder.feed_into(chunk, spool.write)
 
 
-def _encode_file(action_id: bytes, entry: Entry) -> UploadObject:
+def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> UploadObject:
     with open(entry.path, "rb") as f:
         raw = f.read()
     if len(raw) != entry.size:
         raise LocalWriteError(f"local file {entry.path} changed size")
-    return codec.prepare_upload(action_id, entry.output_id, raw)
+    return codec.prepare_upload(action_id, entry.output_id, raw, absent)
 
 
 __all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]

@@ -183,6 +183,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
     with _tls_unless_needed(cfg):
         # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
         remote = build(plan, reactor, run_in_thread)
+    presence = _presence(cfg, remote, reactor)
     backend = remote
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
@@ -196,6 +197,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
         max_concurrent_gets=cfg.integer("max-concurrent-remote-gets"),
         max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
         remote_enabled=plan.kind != "disabled",
+        defer_uploads=cfg.flag("defer-uploads"),
     )
     metrics, after_close = _metrics(cfg, reactor)
     if metrics is not None and plan.kind != "disabled":
@@ -204,7 +206,17 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
         remote = ObservingStore(remote, metrics, reactor)
     stats = Stats()
     journal = _warm_start(cfg, backend, local, reactor, run_in_thread, stats)
-    cache = Cache(local, remote, reactor, run_in_thread, settings, stats=stats, observer=metrics, journal=journal)
+    cache = Cache(
+        local,
+        remote,
+        reactor,
+        run_in_thread,
+        settings,
+        stats=stats,
+        observer=metrics,
+        journal=journal,
+        presence=presence,
+    )
     if handover is not None:
         handover.count_into(stats)
         if journal is not None:
@@ -231,6 +243,20 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
     reactor.run(installSignalHandlers=True)
     return status[0]
+
+
+def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
+    """
+    The presence view, fed by a bounded listing of the prefix when asked
+    for (and the store can list).
+    """
+    from cacheprog.presence import Presence, load
+
+    presence = Presence()
+    pages = cfg.integer("presence-list-pages")
+    if pages > 0 and not cfg.flag("disable-get") and hasattr(store, "list_keys"):
+        load(presence, store.list_keys(pages), reactor, cfg.number("remote-get-timeout"))
+    return presence
 
 
 def _warm_start(cfg: _config.Config, backend: Any, local: Any, reactor: Any, run_in_thread: Any, stats: Any) -> Any:

@@ -8,6 +8,7 @@ of the backends.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -74,7 +75,11 @@ class RemoteObject:
 @attrs.frozen
 class UploadObject:
     """
-    An object ready to store: encoded bytes plus checksums of those bytes.
+    An object ready to store: encoded bytes, and checksums of those bytes
+    computed on first use (most uploads need neither MD5 nor SHA-256).
+
+    @ivar absent: the store was seen without this key during this run (a
+        miss, or a complete listing): no need to ask before writing it.
     """
 
     action_id: bytes
@@ -82,8 +87,26 @@ class UploadObject:
     size: int
     compression: str
     data: bytes
-    md5: bytes
-    sha256: bytes
+    _md5: bytes | None = None
+    _sha256: bytes | None = None
+    absent: bool = False
+    _sums: dict[str, bytes] = attrs.field(factory=dict, init=False, repr=False, eq=False)
+
+    @property
+    def md5(self) -> bytes:
+        if self._md5 is not None:
+            return self._md5
+        if "md5" not in self._sums:
+            self._sums["md5"] = hashlib.md5(self.data, usedforsecurity=False).digest()
+        return self._sums["md5"]
+
+    @property
+    def sha256(self) -> bytes:
+        if self._sha256 is not None:
+            return self._sha256
+        if "sha256" not in self._sums:
+            self._sums["sha256"] = hashlib.sha256(self.data).digest()
+        return self._sums["sha256"]
 
 
 class RemoteStore(Protocol):

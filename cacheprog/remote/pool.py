@@ -123,6 +123,7 @@ def build_client(
     per_host: int = 16,
     idle_timeout: float = 90.0,
     timeouts: Timeouts = Timeouts(),
+    direct: bool = False,
 ) -> tuple[TimedClient, Any]:
     """
     A client over a new pool, and the pool (close it with
@@ -130,14 +131,23 @@ def build_client(
 
     @param per_host: idle connections kept per host.
     @param idle_timeout: seconds an idle pooled connection is kept.
+    @param direct: for callers that build plain ASCII URLs and read Twisted
+        responses: skip treq (L{cacheprog.remote.directclient}).
     """
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=persistent)  # type: ignore[no-untyped-call]
     pool.maxPersistentPerHost = per_host
     pool.cachedConnectionTimeout = idle_timeout  # type: ignore[assignment]
-    agent = Agent(reactor, pool=pool, connectTimeout=timeouts.connect or None)  # type: ignore[no-untyped-call]
+    connect = timeouts.connect or None
+    if direct:
+        from cacheprog.remote.directclient import DirectClient, direct_agent
+
+        return TimedClient(DirectClient(direct_agent(reactor, pool, connect)), reactor, timeouts), pool
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent
+
+    agent = Agent(reactor, pool=pool, connectTimeout=connect)  # type: ignore[no-untyped-call]
     return TimedClient(HTTPClient(agent), reactor, timeouts), pool
 
 
