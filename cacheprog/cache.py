@@ -189,7 +189,11 @@ class Cache:
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
-            self.stats.local_hits += 1
+            # An entry the prefetch brought this run came from the remote store.
+            if self._journal is not None and self._journal.fetched(action_id):
+                self.stats.remote_hits += 1
+            else:
+                self.stats.local_hits += 1
         elif self._settings.remote_enabled:
             entry = await self._remote_get_unless_absent(action_id)
             if entry is not None:
@@ -201,6 +205,12 @@ class Cache:
         return entry
 
     async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it (packs hold entries whose own
+            # object may be missing): wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
         if self.presence.loading:
             # The listing is one or a few round trips, about what this get
             # would cost itself; its timeout bounds the wait.
@@ -211,11 +221,6 @@ class Cache:
         return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
-        if self._journal is not None:
-            # The prefetch may be bringing it: wait for that (briefly) first.
-            prefetched = await self._journal.lookup(action_id)
-            if prefetched is not None:
-                return prefetched
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
@@ -383,7 +388,7 @@ class Cache:
             obj = _encode_file(action_id, entry, absent)
         await self._remote.put(obj)
         self.presence.note_present(action_id)
-        self.stats.bytes_up += len(obj.data)
+        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,

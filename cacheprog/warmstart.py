@@ -27,7 +27,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
@@ -125,6 +125,9 @@ class WarmStart:
         self._used: dict[bytes, Entry | None] = {}
         self._bad_packs: set[str] = set()
         self._bad_entries: set[bytes] = set()
+        self._fetched: set[bytes] = set()
+        self._writes: set[Deferred[Entry]] = set()
+        self._stopped = False
         self._progress = clock.seconds()
         self._abandoned = False
         self._job: Deferred[None] | None = None
@@ -244,8 +247,12 @@ class WarmStart:
 
     async def _unpack(self, entry: ManifestEntry, stored: bytes) -> None:
         result: Entry | None = None
+        # Marked first: a get may see the entry locally before this returns.
+        self._fetched.add(entry.action_id)
+        job = self._thread(_write_entry, self._local, entry, stored)
+        self._writes.add(job)
         try:
-            result = await self._thread(_write_entry, self._local, entry, stored)
+            result = await job
         except (codec.CorruptObject, codec.UnknownCompression) as e:
             self.stats.corrupt += 1
             self._bad_entries.add(entry.action_id)
@@ -255,7 +262,12 @@ class WarmStart:
         else:
             self.stats.prefetched += 1
             self.stats.bytes_down += entry.ref.length if entry.ref is not None else 0
-            self._stored()
+            if not self._stopped:
+                self._stored()
+        finally:
+            self._writes.discard(job)
+            if result is None:
+                self._fetched.discard(entry.action_id)
         self._resolve(entry.action_id, result)
 
     def _resolve(self, action_id: bytes, entry: Entry | None) -> None:
@@ -315,6 +327,13 @@ class WarmStart:
             self._job.cancel()
         self._release_all()
 
+    def fetched(self, action_id: bytes) -> bool:
+        """
+        Whether the prefetch wrote C{action_id}'s entry this run (a local
+        hit on it is counted as a remote hit).
+        """
+        return action_id in self._fetched
+
     # recording
 
     def note(self, action_id: bytes) -> None:
@@ -335,6 +354,11 @@ class WarmStart:
         changed meaningfully.  Never raises.
         """
         self.stop()
+        self._stopped = True
+        if self._writes:
+            # Entries still being written: their meta files are ours to save now.
+            await DeferredList(list(self._writes), consumeErrors=True)
+            await self._thread(self._local.flush)
         if not self._write:
             return
         try:

@@ -58,7 +58,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import IO, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -465,7 +465,7 @@ class S3Store(BulkGet):
         key: str,
         operation: str,
         headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
         payload_sha256: str = EMPTY_SHA256,
         query: str = "",
         region: str | None = None,
@@ -488,6 +488,8 @@ class S3Store(BulkGet):
             final = attempt + 1 >= attempts
             sent = sign(method, url, headers or {}, payload_sha256, credentials, region, signer=self._signer)
             sent["User-Agent"] = USER_AGENT
+            if data is not None and not isinstance(data, bytes):
+                data.seek(0)  # a file body is read again by each attempt
             request = _Tracked(
                 self._client.request(method, url, headers=sent, data=data, unbuffered=True, allow_redirects=False)
             )
@@ -625,7 +627,7 @@ class S3Store(BulkGet):
         if self.settings.expiration > 0:
             headers["Expires"] = formatdate(self._clock.seconds() + self.settings.expiration, usegmt=True)
         response = await self._request(
-            "PUT", key, "put object", headers=headers, data=obj.data, payload_sha256=self._payload_hash(obj)
+            "PUT", key, "put object", headers=headers, data=obj.payload(), payload_sha256=self._payload_hash(obj)
         )
         if not 200 <= response.code < 300:
             raise await self._error(response, "put object")

@@ -347,11 +347,13 @@ class StorageTests(SiteMixin, SynchronousTestCase):
         stored.
         """
         other = b"another body"
-        for name, value in [
-            (contract.MD5_SUM, hashlib.md5(other).hexdigest()),
-            (contract.SHA256_SUM, hashlib.sha256(other).hexdigest()),
+        for override in [
+            {contract.MD5_SUM: hashlib.md5(other).hexdigest()},
+            # Headers consistent with each other (a raw body's SHA-256 is its
+            # OutputID), but not with the body.
+            {contract.SHA256_SUM: hashlib.sha256(other).hexdigest(), contract.OUTPUT_ID: output_of(other).hex()},
         ]:
-            response, text = self.put(b"body", **{name: value})
+            response, text = self.put(b"body", **override)
             self.assertEqual(response.code, 400)
             self.assertIn(b"does not match", text)
             self.assertRefused(response)
@@ -366,7 +368,7 @@ class StorageTests(SiteMixin, SynchronousTestCase):
 
     def test_no_content_length(self) -> None:
         """
-        A chunked PUT (no Content-Length): 400, nothing stored.
+        A chunked PUT (no Content-Length): 411 from the headers, nothing stored.
         """
         body = b"body"
         headers = "".join(f"{k}: {v}\r\n" for k, v in put_headers(body).items()).encode()
@@ -377,7 +379,7 @@ class StorageTests(SiteMixin, SynchronousTestCase):
             + headers
             + b"\r\n4\r\nbody\r\n0\r\n\r\n"
         )
-        self.assertRegex(answer, rb"^HTTP/1.1 400 ")
+        self.assertRegex(answer, rb"^HTTP/1.1 411 ")
         self.assertIn(b"Content-Length", answer)
         self.assertEqual((self.store.puts, self.store.objects), (0, {}))
 

@@ -17,6 +17,7 @@ from cacheprog import manifest as m
 from cacheprog.cache import Cache, inline_runner
 from cacheprog.local import DiskStore, Entry
 from cacheprog.pack import pack_name
+from cacheprog.presence import Listing, Presence
 from cacheprog.remote.memory import MemoryStore
 from cacheprog.stats import Stats
 from cacheprog.warmstart import WarmStart
@@ -108,11 +109,32 @@ class WarmStartTests(SynchronousTestCase):
             assert entry is not None
             with open(entry.path, "rb") as f:
                 self.assertEqual(f.read(), body)
-        self.assertEqual(cache.stats.local_hits, len(BODIES))
+        self.assertEqual((cache.stats.local_hits, cache.stats.remote_hits), (0, len(BODIES)))
         self.assertEqual(self.remote.gets, 0)
         self.close(cache)
         self.assertFalse(cache.stats.manifest_written)
         self.assertEqual(self.remote.blobs, written)
+
+    def test_pack_beats_presence(self) -> None:
+        """
+        An entry the packs hold is answered from them even when the
+        presence listing says its own object is absent (an upload that was
+        dropped): the prefetch is asked first.
+        """
+        self.first_run()
+        self.remote.objects = {}
+        local = DiskStore(self.mktemp())
+        local.probe()
+        stats = Stats()
+        warm = WarmStart(self.remote, local, self.clock, inline_runner, KEY, stats)
+        presence = Presence()
+        presence.listed(Listing(frozenset(), complete=True))
+        cache = Cache(local, self.remote, self.clock, stats=stats, presence=presence, journal=warm)
+        warm.start()
+        d = Deferred.fromCoroutine(cache.get(action(4)))
+        self.remote.release()
+        self.assertIsNotNone(self.successResultOf(d))
+        self.assertEqual((stats.remote_hits, stats.instant_misses), (1, 0))
 
     def test_manifest_in_go_order(self) -> None:
         """
