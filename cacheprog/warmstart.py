@@ -10,7 +10,7 @@ run's for the next one.
 - A get that misses locally asks L{WarmStart.lookup}: an entry on its way is
   waited for (single-flight with the prefetch), at most C{wait} seconds;
   then the get takes the per-object path.  A prefetch that made no
-  progress for C{wait} seconds is abandoned: no get waits for it again.
+  progress for L{STALLED} waits is abandoned: no get waits for it again.
 - At close (L{WarmStart.finish}, run with the background uploads): the
   entries go used, in order, become the next manifest; entries no pack of
   the manifest holds go into a new delta pack; everything is repacked when
@@ -58,6 +58,8 @@ _log = Logger("warmstart")
 STREAMS = 4
 #: Entries of one read being decoded and written at once.
 WRITES_PER_STREAM = 4
+#: The prefetch is given up after this many get waits without progress.
+STALLED = 10
 
 
 class _Slot:
@@ -313,9 +315,13 @@ class WarmStart:
         return True
 
     def _check_stalled(self) -> None:
-        if self._clock.seconds() - self._progress >= self._wait and not self._abandoned:
+        # One slow answer only sends its get down the per-object path; a
+        # prefetch is given up after STALLED waits without a byte (a busy
+        # machine answers late, and giving up costs every later get).
+        idle = self._clock.seconds() - self._progress
+        if idle >= STALLED * self._wait and not self._abandoned:
             self._abandoned = True
-            _log.warn("Prefetch stalled, gets take the per-object path", waited=f"{self._wait:.3f}s")
+            _log.warn("Prefetch stalled, gets take the per-object path", idle=f"{idle:.3f}s")
             self.stop()
 
     def stop(self) -> None:
@@ -353,13 +359,16 @@ class WarmStart:
         The close hook: write the delta pack(s) and the manifest when they
         changed meaningfully.  Never raises.
         """
+        known = self.stats.manifest in ("none", "found", "corrupt")
         self.stop()
         self._stopped = True
         if self._writes:
             # Entries still being written: their meta files are ours to save now.
             await DeferredList(list(self._writes), consumeErrors=True)
             await self._thread(self._local.flush)
-        if not self._write:
+        if not self._write or not known:
+            # Without knowing what the store holds (the read never ended),
+            # writing could replace a good manifest with a colder one.
             return
         try:
             await self._save()

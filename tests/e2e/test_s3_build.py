@@ -56,7 +56,6 @@ from tests.e2e.test_gobuild import (
     APP_OUTPUT,
     GO_TIMEOUT,
     REPO,
-    _clean_environ,
     _program,
     _quote,
     _read_some,
@@ -69,6 +68,7 @@ from tests.e2e.test_gobuild import (
     _Toolchain,
     _Workspace,
 )
+from tests.goenv import clean_environ
 from tests.integration.servers import (
     ManagedProcess,
     MinIO,
@@ -850,7 +850,7 @@ class StdioHalfCloseTests(TestCase):
     def converse_then_vanish(self, pause: float) -> subprocess.Popen[bytes]:
         base = tempfile.mkdtemp(prefix="cacheprog-halfclose-")
         self.addCleanup(_rmtree, base)
-        env = _clean_environ()
+        env = clean_environ()
         env["PYTHONPATH"] = REPO
         errors = open(os.path.join(base, "stderr"), "wb")  # noqa: SIM115 - closed by the cleanup
         self.addCleanup(errors.close)
@@ -919,7 +919,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def _go_env(go: str, *names: str) -> list[str]:
     done = subprocess.run(
-        [go, "env", *names], capture_output=True, text=True, timeout=60, env=_clean_environ(), check=True
+        [go, "env", *names], capture_output=True, text=True, timeout=60, env=clean_environ(), check=True
     )
     return done.stdout.split()
 
@@ -959,7 +959,7 @@ def _install_golangci_lint(go: str, target: str) -> str:
     """
     gobin = tempfile.mkdtemp(prefix="golangci-lint-gobin-")
     try:
-        env = _clean_environ()
+        env = clean_environ()
         env.update(
             GOBIN=gobin,
             GOTOOLCHAIN="local",

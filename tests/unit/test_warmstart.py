@@ -20,7 +20,7 @@ from cacheprog.pack import pack_name
 from cacheprog.presence import Listing, Presence
 from cacheprog.remote.memory import MemoryStore
 from cacheprog.stats import Stats
-from cacheprog.warmstart import WarmStart
+from cacheprog.warmstart import STALLED, WarmStart
 
 from .helpers import action, output_of, store_object
 
@@ -177,9 +177,39 @@ class WarmStartTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.assertIsNotNone(self.successResultOf(d))
         self.assertEqual(self.remote.gets, 1)
-        self.assertIsNotNone(self.get(cache, action(2)))
-        self.assertEqual(self.remote.gets, 2)
+        # Still making no progress after STALLED waits: given up.
+        self.clock.advance(0.5 * (STALLED - 1))
+        d = Deferred.fromCoroutine(cache.get(action(2)))
+        self.clock.advance(0.5)
+        self.assertIsNotNone(self.successResultOf(d))
+        self.assertIsNotNone(self.get(cache, action(3)))
+        self.assertEqual(self.remote.gets, 3)
         self.assertEqual(cache.stats.prefetched, 0)
+
+    def test_slow_manifest_read_writes_nothing(self) -> None:
+        """
+        A run that closes before its manifest read ended does not write a
+        manifest (it could replace a good one with a colder one), and a
+        single slow answer does not give up the prefetch.
+        """
+        self.first_run()
+        written = dict(self.remote.blobs)
+        gate: Deferred[None] = Deferred()
+        real = self.remote.get_blob
+
+        async def slow(name: str) -> bytes:
+            await gate
+            return await real(name)
+
+        self.remote.get_blob = slow  # type: ignore[method-assign]
+        cache, warm = self.run_cache(wait=0.5)
+        d = Deferred.fromCoroutine(cache.get(action(1)))
+        self.clock.advance(0.5)
+        self.assertIsNotNone(self.successResultOf(d))
+        self.assertFalse(warm._abandoned)
+        self.close(cache)
+        self.assertFalse(cache.stats.manifest_written)
+        self.assertEqual(self.remote.blobs, written)
 
     def test_corrupt_pack_entry(self) -> None:
         """
