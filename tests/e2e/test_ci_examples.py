@@ -29,8 +29,9 @@ from collections.abc import Mapping
 
 import yaml
 
-from tests.e2e.test_gobuild import APP, REPO, _clean_environ, _stats
+from tests.e2e.test_gobuild import APP, REPO, _stats
 from tests.e2e.test_s3_build import BUCKET, S3BuildCase, list_keys, upload_seed
+from tests.goenv import clean_environ
 from tests.integration.servers import SeaweedFS, tools_dir
 
 CI = os.path.join(REPO, "deployments", "ci")
@@ -115,7 +116,7 @@ class CIExampleTests(S3BuildCase):
         return path
 
     def base_env(self) -> dict[str, str]:
-        env = _clean_environ()
+        env = clean_environ()
         env.pop("PYTHONPATH", None)
         env.update(
             GOFLAGS="-mod=mod",
