@@ -112,7 +112,7 @@ def profiled(runner: Runner, workload: Workload, seed: Seed, scenario: str, late
     env = runner.program_env(ours, setup)
     build = runner.go_build(workload, env, run_dir)
     measure.wait_group_gone(build.pgid, 30.0)
-    _, stats = measure.parse_stats(build.log)
+    _, stats, _ = measure.parse_stats(build.log)
     files = sorted(glob.glob(os.path.join(run_dir, "prof.*.out")))
     if not files:
         runner.log(f"  no profile written ({scenario})")
@@ -136,16 +136,37 @@ def profiled(runner: Runner, workload: Workload, seed: Seed, scenario: str, late
     return summary
 
 
+def first_small(runner: Runner) -> Workload:
+    small = [w for w in runner.args.workloads if not WORKLOADS[w].big]
+    return WORKLOADS[small[0] if small else runner.args.workloads[0]]
+
+
+def exit_runs(runner: Runner, workload: Workload) -> None:
+    """
+    Cold runs through the relay, drain on and off: how long go takes to
+    exit after the answer to its close.
+    """
+    runner.log(f"== go's exit after its last answer ({workload.title}, cold, 0 ms, through the relay)")
+    for name in (DRAIN, OURS):
+        if any(p.name == name for p in runner.programs) and not runner.out_of_time():
+            runner.analysis.relayed.append(relayed(runner, workload, runner.program(name), "cold", 0))
+
+
+def after_workload(runner: Runner, name: str, groups: set[str]) -> None:
+    """
+    The exit runs come right after the first small workload, so that a run
+    cut short by --stop-at still has them.
+    """
+    if "exit" in groups and name == first_small(runner).name:
+        exit_runs(runner, first_small(runner))
+
+
 def run(runner: Runner, groups: set[str]) -> None:
     args = runner.args
-    small = [w for w in args.workloads if not WORKLOADS[w].big]
-    workload = WORKLOADS[small[0] if small else args.workloads[0]]
-    if "exit" in groups:
-        runner.log(f"== go's exit after its last answer ({workload.title}, cold, 0 ms, through the relay)")
-        for name in (DRAIN, OURS):
-            if any(p.name == name for p in runner.programs):
-                runner.analysis.relayed.append(relayed(runner, workload, runner.program(name), "cold", 0))
-    if "analysis" not in groups:
+    workload = first_small(runner)
+    if "exit" in groups and workload.name not in args.workloads_run:
+        exit_runs(runner, workload)
+    if "analysis" not in groups or runner.out_of_time():
         return
     for program in runner.programs:
         runner.analysis.startup[program.name] = result = startup(runner, program)
@@ -157,6 +178,8 @@ def run(runner: Runner, groups: set[str]) -> None:
     runner.analysis.s3_baseline = baseline = runner.storage.baseline(seed.prefix)
     runner.log(f"  S3 baseline (botocore, one at a time, direct): {baseline}")
     for latency in args.analysis_latencies:
-        runner.analysis.relayed.append(relayed(runner, workload, runner.program(OURS), "warm-remote", latency))
+        if not runner.out_of_time():
+            runner.analysis.relayed.append(relayed(runner, workload, runner.program(OURS), "warm-remote", latency))
     for scenario in args.profile:
-        runner.analysis.profiles[scenario] = profiled(runner, workload, seed, scenario, args.profile_latency)
+        if not runner.out_of_time():
+            runner.analysis.profiles[scenario] = profiled(runner, workload, seed, scenario, args.profile_latency)

@@ -84,6 +84,21 @@ def name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def stop_at(text: str) -> float:
+    """
+    The next time of day C{HH:MM} (UTC) as a timestamp.
+    """
+    try:
+        hours, minutes = (int(part) for part in text.split(":"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        when = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected HH:MM (UTC), got {text!r}") from e
+    if when < now:
+        when += datetime.timedelta(days=1)
+    return when.timestamp()
+
+
 def peer(text: str) -> tuple[str, str]:
     name, sep, command = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not command.strip():
@@ -130,6 +145,17 @@ def parser() -> argparse.ArgumentParser:
         "our seed like the reference (repeatable)",
     )
     add(
+        "--variant",
+        dest="variants",
+        action="append",
+        type=peer,
+        default=[],
+        metavar="NAME=OPTIONS",
+        help="our cacheprog with more options (e.g. 'nowarm=--warm-start=false'), cold std at "
+        "--variant-latencies in the std-cold group (repeatable)",
+    )
+    add("--variant-latencies", type=latency_list, default=[0], help="the variants' cold latencies (0)")
+    add(
         "--drain-option",
         default=None,
         help="our option that turns the detached drain on (default: found in `cacheprog --help`; '' for none)",
@@ -145,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
     add("--analysis-latencies", type=latency_list, default=[0, 50], help="relay runs' latencies (0,50)")
     add("--profile-latency", type=int, default=0, help="latency of the profiled runs (0)")
     add("--profile", type=name_list, default=["warm-remote", "cold"], help="profiled scenarios (warm-remote,cold)")
+    add(
+        "--stop-at",
+        type=stop_at,
+        default=None,
+        help="HH:MM (UTC): start nothing new after this; what was measured is written (default: no limit)",
+    )
     add("--wait-load", type=float, default=0.0, help="first wait until the 1-min load average is below this")
     add("--wait-max", type=float, default=1500, help="wait at most this many seconds (1500)")
     add("--quick", action="store_true", help="development: net/http, one run each, 0/50 ms")
@@ -182,7 +214,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             p.error(f"--profile: unknown scenario {scenario!r} (warm-remote, cold)")
     if args.reference and not os.access(args.reference, os.X_OK):
         p.error(f"--reference / ${REFERENCE_VARIABLE}: {args.reference} is not an executable file")
-    names = [OURS, DRAIN, REFERENCE] + [name for name, _ in args.peers]
+    names = [OURS, DRAIN, REFERENCE] + [name for name, _ in args.peers + args.variants]
     if len(set(names)) != len(names):
         p.error(f"peer names must be unique and not {OURS!r}, {DRAIN!r} or {REFERENCE!r}")
     if not os.access(TIME, os.X_OK):
@@ -214,6 +246,9 @@ def programs(args: argparse.Namespace) -> list[Program]:
         out.append(Program(DRAIN, f"{args.cacheprog} {option}", frozenset({"cold"}), DRAIN, after, timed=False))
     else:
         log("no detached-drain option in `cacheprog --help`: the drain scenarios are left out")
+    for name, flags in args.variants:
+        command = f"{args.cacheprog} {flags}"
+        out.append(Program(name, command, frozenset({"cold"}), name, latencies=tuple(args.variant_latencies)))
     peers = [(REFERENCE, shlex.quote(args.reference))] if args.reference else []
     out += [Program(name, command, frozenset({"warm-remote"}), OURS) for name, command in peers + args.peers]
     return out
@@ -334,8 +369,10 @@ def main(argv: Sequence[str]) -> int:
     try:
         latencies = {*args.latencies, *args.cold_latencies, *args.big_latencies, *args.peer_latencies}
         storage.start(latencies | {args.pr_latency, *args.analysis_latencies, args.profile_latency}, args.jitter, log)
-        runner.run(phases, save)
-        analysis.run(runner, set(args.only))
+        groups = set(args.only)
+        args.workloads_run = list(phases)
+        runner.run(phases, save, lambda name: analysis.after_workload(runner, name, groups))
+        analysis.run(runner, groups)
     except KeyboardInterrupt:
         log("interrupted: writing what was measured")
     finally:

@@ -22,15 +22,17 @@ DURATION = re.compile(r"[0-9.]+s")
 TIME_FORMAT = "rss_kb=%M elapsed=%e user=%U sys=%S"
 
 
-def parse_stats(text: str) -> tuple[int, Stats]:
+def parse_stats(text: str) -> tuple[int, Stats, dict[str, str]]:
     """
     The statistics lines in a go command's stderr (one per program
-    process): how many, and their numeric fields summed.  Works for our
-    logfmt line (fields inside the quoted msg) and for key=value lines
-    after the words "cacheprog statistics".
+    process): how many, their numeric fields summed, and their other
+    fields (the last value of each: manifest=found).  Works for our logfmt
+    line (fields inside the quoted msg) and for key=value lines after the
+    words "cacheprog statistics".
     """
     lines = 0
     total: Stats = {}
+    words: dict[str, str] = {}
     for line in text.splitlines():
         found = STATS_LINE.search(line)
         if not found:
@@ -41,10 +43,11 @@ def parse_stats(text: str) -> tuple[int, Stats]:
             try:
                 number = float(value)
             except ValueError:
+                words[key] = value
                 continue
             if not key.endswith("ratio"):
                 total[key] = total.get(key, 0.0) + number
-    return lines, {k: (int(v) if v.is_integer() else round(v, 3)) for k, v in total.items()}
+    return lines, {k: (int(v) if v.is_integer() else round(v, 3)) for k, v in total.items()}, words
 
 
 def parse_time_files(directory: str) -> Usage:

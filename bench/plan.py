@@ -58,6 +58,8 @@ class Program:
     #: Wrapped in /usr/bin/time (RSS, CPU); not for a program that must
     #: close go's stdout before it exits: time keeps it open.
     timed: bool = True
+    #: Its cold latencies, when not --cold-latencies.
+    latencies: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def plan(options: Options, programs: Sequence[Program]) -> dict[str, Phases]:
             add(w, NATIVE, "native-cold", [None])
             for p in programs:
                 if "cold" in p.scenarios:
-                    add(w, p.name, "cold", o.cold_latencies)
+                    add(w, p.name, "cold", p.latencies or o.cold_latencies)
     if "big-warm" in o.only:
         for w in big:
             warm_needs(w)

@@ -63,6 +63,8 @@ class Run:
     s3_requests: dict[str, int] | None = None
     stats_lines: int = 0
     stats: Stats = field(default_factory=dict)
+    #: The statistics line's other fields (manifest=found, manifest_written=true).
+    words: dict[str, str] = field(default_factory=dict)
     procs: int = 0
     rss_max_kb: int | None = None
     rss_sum_kb: int | None = None

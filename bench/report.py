@@ -141,6 +141,13 @@ def targets(results: Results) -> list[Target]:
             lambda t: t.field((std, OURS, "warm-remote", 0), lambda r: r.s3_request_count()),
             "",
         ),
+        Target(
+            10,
+            "cold std, 0 ms, warm start on ÷ off (variant `nowarm`)",
+            (std, OURS, "cold", 0),
+            (std, "nowarm", "cold", 0),
+            1.02,
+        ),
         Target(11, "cold std with uploads, 0 ms ÷ native cold", (std, OURS, "cold", 0), cold, 1.10),
         Target(11, "same, detached drain ÷ native cold", (std, DRAIN, "cold", 0), cold, 1.03),
         Target(11, "cold std, 50 ± 10 ms ÷ native cold", (std, OURS, "cold", 50), cold, 1.15),
@@ -248,10 +255,10 @@ def details_markdown(table: Table, workload: str) -> list[str]:
         "for the detached drain, whose uploader outlives go), go's CPU with the compilers it waited for, the S3",
         "server's CPU, the detached drain's `wait` after go exited, the 1-min load average at the start.",
         "",
-        "| program | scenario | latency | runs | gets | local hits | remote hits | misses | puts | uploads "
-        "| S3 requests | MB up | MB down | peak RSS (MB) | program CPU (s) | go CPU (s) | S3 CPU (s) | drain wait (s) "
-        "| load | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| program | scenario | latency | runs | gets | local hits | remote hits | prefetched | misses | puts "
+        "| uploads | S3 requests | MB up | MB down | peak RSS (MB) | program CPU (s) | go CPU (s) | S3 CPU (s) "
+        "| drain wait (s) | load | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     keys = sorted(
         (k for k in table.by if k[0] == workload),
@@ -269,13 +276,17 @@ def details_markdown(table: Table, workload: str) -> list[str]:
             return fmt(table.field(key, get), digits)
 
         notes = sorted({r.anomaly for r in rows if r.anomaly})
+        manifests = sorted({r.words["manifest"] for r in rows if "manifest" in r.words})
+        if manifests and manifests != ["off"]:
+            notes.append("manifest " + "/".join(manifests))
         objects = [r.objects for r in rows if r.objects is not None]
         if objects:
             notes.insert(0, f"{objects[0]} objects in the bucket after the seed run")
         shown = "-" if key[3] is None else f"{key[3]} ms"
         out.append(
             f"| {key[1]} | {key[2]} | {shown} | {len(good)}/{len(rows)} | {stat('get_calls')} "
-            f"| {stat('local_hits')} | {stat('remote_hits')} | {stat('misses')} | {stat('put_calls')} "
+            f"| {stat('local_hits')} | {stat('remote_hits')} | {stat('prefetched')} | {stat('misses')} "
+            f"| {stat('put_calls')} "
             f"| {stat('uploads')} | {num(lambda r: r.s3_request_count(), 0)} | {stat('bytes_up', 1e6)} "
             f"| {stat('bytes_down', 1e6)} | {num(lambda r: None if r.rss_max_kb is None else r.rss_max_kb / 1024, 0)} "
             f"| {num(lambda r: r.prog_cpu_s)} | {num(lambda r: r.go_cpu_s)} | {num(lambda r: r.s3_cpu_s)} "

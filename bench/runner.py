@@ -82,6 +82,7 @@ class Runner:
     seeds: dict[tuple[str, str], Seed] = field(default_factory=dict)
     counter: int = 0
     sources: Sources | None = None
+    stopped: bool = False
 
     def __post_init__(self) -> None:
         self.raw = os.path.join(self.args.out, "raw")
@@ -276,7 +277,7 @@ class Runner:
             record.s3_cpu_s = round(server_after - server_before, 2)
         if program is not None:
             record.s3_requests = request_delta(requests_before, self.storage.requests())
-        record.stats_lines, record.stats = measure.parse_stats(build.log)
+        record.stats_lines, record.stats, record.words = measure.parse_stats(build.log)
         usage = measure.parse_time_files(run_dir)
         record.procs, record.rss_max_kb, record.rss_sum_kb = usage.procs, usage.rss_max_kb, usage.rss_sum_kb
         record.prog_cpu_s = usage.prog_cpu_s
@@ -309,8 +310,9 @@ class Runner:
 
     def print_run(self, cell: Cell, record: Run) -> None:
         stats = record.stats
-        keys = ("get_calls", "local_hits", "remote_hits", "misses", "put_calls", "uploads")
+        keys = ("get_calls", "local_hits", "remote_hits", "misses", "put_calls", "uploads", "prefetched")
         note = " ".join(f"{k}={stats[k]}" for k in keys if k in stats)
+        note += "".join(f" {k}={v}" for k, v in record.words.items() if k.startswith("manifest"))
         if record.rss_max_kb:
             note += f" rss={record.rss_max_kb / 1024:.0f}MB"
         if record.s3_requests is not None:
@@ -333,9 +335,25 @@ class Runner:
             active = [c for c in cells if c.runs > round_]
             shift = round_ % len(active) if active else 0
             for cell in active[shift:] + active[:shift]:
+                if self.out_of_time():
+                    return
                 self.run_cell(cell, round_)
 
-    def run(self, phases: dict[str, Phases], save: Callable[[], None]) -> None:
+    def out_of_time(self) -> bool:
+        """
+        Past C{--stop-at}: what is left is skipped (and said so), so that a
+        run with a deadline still ends with its results written.
+        """
+        late = self.args.stop_at is not None and time.time() >= self.args.stop_at
+        if late and not self.stopped:
+            self.log("--stop-at reached: skipping what is left")
+            self.stopped = True
+        return late
+
+    def run(self, phases: dict[str, Phases], save: Callable[[], None], after: Callable[[str], None]) -> None:
+        """
+        Every workload's cold phase, then its warm one; C{after} runs after each workload.
+        """
         assert self.sources is not None
         for name, cells in phases.items():
             workload = WORKLOADS[name]
@@ -347,6 +365,8 @@ class Runner:
             for (seeded, _), seed in self.seeds.items():
                 if seeded == name:
                     shutil.rmtree(seed.local, ignore_errors=True)
+            save()
+            after(name)
             save()
 
 

@@ -174,6 +174,27 @@ class RefusalTests(ChannelTestsMixin, SynchronousTestCase):
         self.assertIsNone(self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)))
         self.assertEqual(self.site.connections, 2)
 
+    def test_full_pauses_accepting(self) -> None:
+        """
+        With its listening port known, a full site stops accepting (clients
+        wait in the backlog) and accepts again when a connection closes.
+        """
+        calls: list[str] = []
+
+        class Port:
+            def stopReading(self) -> None:
+                calls.append("stop")
+
+            def startReading(self) -> None:
+                calls.append("start")
+
+        self.site.max_connections = 1
+        self.site.port = Port()
+        channel, _ = self.connect()
+        self.assertEqual(calls, ["stop"])
+        channel.connectionLost(None)
+        self.assertEqual(calls, ["stop", "start"])
+
 
 class BigPutTests(ChannelTestsMixin, SynchronousTestCase):
     def test_big_body_stays_in_its_file(self) -> None:

@@ -493,6 +493,50 @@ class BackendTests(SiteMixin, SynchronousTestCase):
         self.assertEqual(self.put(b"x")[0].code, 503)
 
 
+class StreamedBodyStore:
+    """
+    A store whose objects have S3's streamed body over a connection the test
+    watches (the proxy looked for C{aclose}; S3 bodies only had C{close}).
+    """
+
+    name = "streamed"
+
+    def __init__(self) -> None:
+        from tests.unit.test_body import Response
+
+        self.response = Response()
+
+    async def get(self, action_id: bytes) -> RemoteObject:
+        from cacheprog.remote.s3 import BodyStream
+
+        body = BodyStream(self.response)
+        self.response.feed(b"part of a big object")
+        return RemoteObject(output_of(b"x"), 1000, WHEN, "", 1000, body)
+
+    def get_many(self, action_ids: Any) -> Any:
+        raise NotImplementedError
+
+    async def put(self, obj: UploadObject) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class ReleaseTests(SiteMixin, SynchronousTestCase):
+    def make_store(self) -> Any:
+        return StreamedBodyStore()
+
+    def test_head_releases_s3_body(self) -> None:
+        """
+        HEAD of an object whose body is S3's stream drops that connection
+        instead of leaving it half read.
+        """
+        response, _ = self.request("HEAD", f"/cache/{KEY}")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(self.store.response.transport._producer.aborted)
+
+
 class PlainSiteTests(SynchronousTestCase):
     """
     L{StorageResource} is reusable in any site (here StubTreq's own plain
