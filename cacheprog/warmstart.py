@@ -207,7 +207,13 @@ class WarmStart:
 
         async def worker() -> None:
             while queue and not self._abandoned:
-                await self._fetch_span(queue.pop())
+                span = queue.pop()
+                if span.pack in self._bad_packs:
+                    # Missing already: no more requests for it.
+                    for entry in span.entries:
+                        self._resolve(entry.action_id, None)
+                    continue
+                await self._fetch_span(span)
 
         workers = [Deferred.fromCoroutine(worker()) for _ in range(min(STREAMS, len(spans)))]
         try:
