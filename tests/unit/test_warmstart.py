@@ -24,7 +24,7 @@ from cacheprog.remote.memory import MemoryStore
 from cacheprog.stats import Stats
 from cacheprog.warmstart import STALLED, WarmStart
 
-from .helpers import action, output_of, store_object
+from .helpers import WHEN, action, output_of, store_object
 
 KEY = "k" * 64
 BODIES = {n: (b"body %d " % n) * (n * 50 + 1) for n in range(12)}
@@ -171,6 +171,21 @@ class WarmStartTests(SynchronousTestCase):
         self.successResultOf(closing)
         self.assertEqual(stats.prefetched, in_flight)
         self.assertIsNotNone(DiskStore(local.root).lookup(action(0)))
+
+    def test_entry_landing_after_close(self) -> None:
+        """
+        An entry that lands in the local tier after close began (a prefetch
+        write finishing late) is saved at once: no timer is left behind
+        for a reactor that is about to stop.
+        """
+        cache, warm = self.run_cache()
+        self.close(cache)
+        spool = cache.new_spool(4)
+        spool.write(b"late")
+        spool.commit(action(77), output_of(b"late"), WHEN)
+        warm._stored()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNotNone(DiskStore(cache._local.root).lookup(action(77)))
 
     def test_manifest_in_go_order(self) -> None:
         """
