@@ -621,6 +621,7 @@ class ProxySite(Site):
         self.max_connections = _connection_cap(max_connections)
         #: The listening port (set by the service): paused while full.
         self.port: Any = None
+        self._paused = False
         #: Seconds a request's headers may take (L{GuardedChannel}).
         self.header_timeout = GuardedChannel.header_timeout
         self._channels: set[Any] = set()
@@ -637,14 +638,17 @@ class ProxySite(Site):
 
     def channel_opened(self, channel: Any) -> None:
         self._channels.add(channel)
-        if len(self._channels) >= self.max_connections and self.port is not None:
+        if len(self._channels) >= self.max_connections and self.port is not None and not self._paused:
             # Full: new clients wait in the kernel's backlog, not refused.
+            self._paused = True
             self.port.stopReading()
 
     def channel_closed(self, channel: Any) -> None:
         self._channels.discard(channel)
-        if len(self._channels) < self.max_connections and self.port is not None:
-            self.port.startReading()
+        if len(self._channels) < self.max_connections and self._paused:
+            self._paused = False
+            if self.port is not None and getattr(self.port, "connected", True):
+                self.port.startReading()
 
     @property
     def connections(self) -> int:
@@ -712,6 +716,15 @@ class ProxySite(Site):
         for request in left:
             _abort(request)
         return len(left)
+
+    def cut(self) -> None:
+        """
+        End a L{drain} now (its requests are cut off).
+        """
+        idle, self._idle = self._idle, []
+        for d in idle:
+            if not d.called:
+                d.callback(None)
 
 
 def build_site(

@@ -221,6 +221,8 @@ class ProxyService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if hasattr(self.site, "port"):
+            self.site.port = None  # never resumed once it stops listening
         if self.port is not None:
             port, self.port = self.port, None
             await maybeDeferred(port.stopListening)
@@ -429,5 +431,31 @@ def _serve(cfg: _config.Config, plan: factory.RemotePlan, endpoint: str) -> int:
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
+    _handle_signals(reactor, service)
+    reactor.run(installSignalHandlers=False)
     return 1 if service.failed is not None else 0
+
+
+def _handle_signals(reactor: Any, service: ProxyService) -> None:
+    """
+    SIGINT/SIGTERM: stop, letting requests in progress finish (up to
+    L{DRAIN_TIMEOUT}); a second signal cuts them off at once.  Never a
+    traceback (Twisted's own handler logged ReactorNotRunning for the second).
+    """
+    import signal
+
+    received = [0]
+
+    def handle() -> None:
+        received[0] += 1
+        if received[0] == 1:
+            reactor.stop()
+        elif hasattr(service.site, "cut"):
+            _log.info("Second signal: cutting off requests in progress")
+            service.site.cut()
+
+    def handler(signum: int, frame: object) -> None:
+        reactor.callFromThread(handle)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

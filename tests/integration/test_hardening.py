@@ -469,3 +469,38 @@ class StuckRemoteTests(TestCase):
             stderr = f.read()
         self.assertNotIn(b"Traceback", stderr)
         self.assertNotIn(b"ReactorNotRunning", stderr)
+
+
+class ProxySignalTests(TestCase):
+    """
+    A second SIGTERM stops a draining proxy at once, cleanly.
+    """
+
+    timeout = 120
+
+    def test_second_sigterm_cuts_the_drain(self) -> None:
+        """
+        A PUT whose body never ends holds the drain (10 s); a second SIGTERM
+        cuts it off: exit 0 at once, no traceback (it logged
+        ReactorNotRunning and could die of the signal).
+        """
+        import signal
+
+        from tests.integration.test_proxy import start_proxy
+
+        proxy = start_proxy(self, "--listen-address=127.0.0.1:0")
+        body = _Body(0)
+        body.size = 1 << 20
+        sock = _connect(proxy.address)
+        sock.sendall(b"PUT /cache/" + b"ef" * 32 + b" HTTP/1.1\r\nHost: p\r\n" + body.headers() + b"\r\nabc")
+        time.sleep(0.5)
+        started = time.monotonic()
+        proxy.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proxy.process.send_signal(signal.SIGTERM)
+        status = proxy.process.wait(30)
+        sock.close()
+        self.assertEqual(status, 0, proxy.log())
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertNotIn("Traceback", proxy.log())
+        self.assertIn("cut off", proxy.log())
