@@ -31,7 +31,8 @@ def startup(runner: Runner, program: Program, runs: int = 10, warmup: int = 2) -
     firsts: list[float] = []
     exits: list[float] = []
     for i in range(warmup + runs):
-        setup = Setup(run_dir, os.path.join(run_dir, "gocache"), os.path.join(run_dir, f"local{i}"), "startup", 0)
+        local = os.path.join(run_dir, f"local{i}")
+        setup = Setup(run_dir, os.path.join(run_dir, "gocache"), local, "startup", 0, "startup")
         env = runner.program_env(program, setup)
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -76,7 +77,8 @@ def relayed(runner: Runner, workload: Workload, program: Program, scenario: str,
         assert seed is not None
         prefix = seed.prefix
     local = os.path.join(run_dir, "local")
-    setup = Setup(run_dir, os.path.join(run_dir, "gocache"), local, prefix, latency, relay_log="$DIR/relay.$$.json")
+    gocache = os.path.join(run_dir, "gocache")
+    setup = Setup(run_dir, gocache, local, prefix, latency, workload.name, relay_log="$DIR/relay.$$.json")
     env = runner.program_env(program, setup)
     build = runner.go_build(workload, env, run_dir)
     record = Run(workload.name, program.name, scenario, latency, 0, measure.load1())
@@ -108,7 +110,8 @@ def profiled(runner: Runner, workload: Workload, seed: Seed, scenario: str, late
     run_dir = runner.new_run_dir(f"{name}:{OURS}:profile-{scenario}@{latency}ms")
     prefix = seed.prefix if scenario == "warm-remote" else f"{OURS}/{name}/profile-{secrets.token_hex(3)}"
     extra = '--cpu-profile "$DIR/prof.$$.out"'
-    setup = Setup(run_dir, os.path.join(run_dir, "gocache"), os.path.join(run_dir, "local"), prefix, latency, extra)
+    local = os.path.join(run_dir, "local")
+    setup = Setup(run_dir, os.path.join(run_dir, "gocache"), local, prefix, latency, name, extra)
     env = runner.program_env(ours, setup)
     build = runner.go_build(workload, env, run_dir)
     measure.wait_group_gone(build.pgid, 30.0)

@@ -351,9 +351,9 @@ def main(argv: Sequence[str]) -> int:
     phases = plan(options(args), progs)
     if args.dry_run:
         for phase in phases.values():
-            for cell in phase.cold + phase.warm:
+            for cell in phase.cells:
                 print(f"{cell.label:50} x{cell.runs}")
-        print(f"{sum(c.runs for p in phases.values() for c in p.cold + p.warm)} timed go commands")
+        print(f"{sum(c.runs for p in phases.values() for c in p.cells)} timed go commands")
         return 0
     started = time.monotonic()
     work = args.work or tempfile.mkdtemp(prefix="cacheprog-harness-")

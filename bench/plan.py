@@ -95,16 +95,28 @@ class Options:
 @dataclass
 class Phases:
     """
-    One workload's cells: the cold phase (it makes the seeds) and the warm one.
+    One workload's cells: the cold phase (it makes the seeds), the warm
+    one, then the pull requests (each rewrites the seed's manifest, as a
+    CI job on a branch would: after the warm runs, it cannot change them).
     """
 
     cold: list[Cell] = field(default_factory=list)
     warm: list[Cell] = field(default_factory=list)
+    pr: list[Cell] = field(default_factory=list)
 
     def add(self, cell: Cell) -> None:
-        phase = self.cold if cell.scenario in ("cold", "native-cold") else self.warm
+        if cell.scenario in ("cold", "native-cold"):
+            phase = self.cold
+        elif cell.scenario in ("pr", "native-pr"):
+            phase = self.pr
+        else:
+            phase = self.warm
         if all(c.label != cell.label for c in phase):
             phase.append(cell)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.cold + self.warm + self.pr
 
 
 def plan(options: Options, programs: Sequence[Program]) -> dict[str, Phases]:
@@ -161,4 +173,4 @@ def plan(options: Options, programs: Sequence[Program]) -> dict[str, Phases]:
     # The seed runs (our lowest cold latency) go first in their phase.
     for phases in out.values():
         phases.cold.sort(key=lambda c: (c.program != NATIVE, c.program != OURS, c.latency or 0))
-    return {w: p for w, p in out.items() if p.cold or p.warm}
+    return {w: p for w, p in out.items() if p.cells}

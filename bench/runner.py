@@ -65,6 +65,7 @@ class Setup:
     local: str
     prefix: str
     latency: int
+    workload: str
     extra: str = ""
     relay_log: str = ""
 
@@ -115,6 +116,10 @@ class Runner:
             CACHEPROG_ROOT_DIRECTORY=setup.local,
             CACHEPROG_DISK_STORAGE_ROOT=setup.local,
             CACHEPROG_LOG_LEVEL="INFO",
+            # The default run key hashes the parent's command line, and the
+            # parent here is /usr/bin/time or the relay with this run's paths
+            # in their arguments: name the manifest per workload instead.
+            CACHEPROG_MANIFEST_KEY=f"bench-{setup.workload}",
         )
         env["GOCACHEPROG"] = self.wrapper(program, setup)
         return env
@@ -254,11 +259,11 @@ class Runner:
         local = os.path.join(run_dir, "local")
         if cell.scenario == "cold":
             prefix = f"{program.name}/{cell.workload}/cold-{cell.latency}ms-{round_}-{secrets.token_hex(3)}"
-            return Setup(run_dir, gocache, local, prefix, cell.latency)
+            return Setup(run_dir, gocache, local, prefix, cell.latency, cell.workload)
         seed = self.seeds[(cell.workload, program.seed_from)]
         if cell.scenario == "warm-local":
             local = seed.local
-        return Setup(run_dir, gocache, local, seed.prefix, cell.latency)
+        return Setup(run_dir, gocache, local, seed.prefix, cell.latency, cell.workload)
 
     def finish(
         self,
@@ -361,6 +366,7 @@ class Runner:
             self.log(f"== {workload.title}")
             self.run_phase(cells.cold)
             self.run_phase(cells.warm)
+            self.run_phase(cells.pr)
             # The analysis needs the bucket only.
             for (seeded, _), seed in self.seeds.items():
                 if seeded == name:

@@ -412,6 +412,11 @@ class Cache:
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,
         # written in the thread pool so file creation never holds up answers.
+        if self._closing:
+            # Entries landing after close began (a prefetch write, a download
+            # that outlived its get): saved at once, no timer left behind.
+            self._local.flush()
+            return
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(FLUSH_DELAY, self._save_in_thread)
 

@@ -207,7 +207,13 @@ class WarmStart:
 
         async def worker() -> None:
             while queue and not self._abandoned:
-                await self._fetch_span(queue.pop())
+                span = queue.pop()
+                if span.pack in self._bad_packs:
+                    # Missing already: no more requests for it.
+                    for entry in span.entries:
+                        self._resolve(entry.action_id, None)
+                    continue
+                await self._fetch_span(span)
 
         workers = [Deferred.fromCoroutine(worker()) for _ in range(min(STREAMS, len(spans)))]
         try:
@@ -231,7 +237,7 @@ class WarmStart:
                         await writes.acquire()
                         job = Deferred.fromCoroutine(self._unpack(entry, stored))
                         job.addBoth(lambda _: writes.release())
-                        jobs.append(job)
+                        jobs.append(_shielded(job))
             finally:
                 await close_body(body)
         except NotFound:
@@ -401,6 +407,22 @@ class WarmStart:
         manifest = Manifest(packs={p: sizes[p] for p in sizes if p in live}, entries=entries)
         await self._store.put_blob(self._name, await self._thread(encode, manifest))
         self.stats.manifest_written = True
+
+
+def _shielded(job: Deferred[None]) -> Deferred[None]:
+    """
+    A Deferred that fires with C{job} but whose cancellation leaves C{job}
+    running: an entry being written in a thread is finished (and counted)
+    even when the prefetch is stopped meanwhile.
+    """
+    view: Deferred[None] = Deferred()
+
+    def forward(result: object) -> None:
+        if not view.called:
+            view.callback(None)
+
+    job.addBoth(forward)
+    return view
 
 
 def _placed(entry: ManifestEntry, refs: Mapping[bytes, PackRef]) -> ManifestEntry:

@@ -35,7 +35,7 @@ def options(*only: str) -> Options:
 
 
 def labels(only: str) -> dict[str, list[str]]:
-    return {w: [c.label for c in p.cold + p.warm] for w, p in plan(options(only), PROGRAMS).items()}
+    return {w: [c.label for c in p.cells] for w, p in plan(options(only), PROGRAMS).items()}
 
 
 class PlanTests(SynchronousTestCase):
