@@ -31,18 +31,21 @@ after signing, so that header is never signed (the GCS rewrite of it, aws-sdk-go
 #1816, cannot break our signatures).
 
 Retries (the reference has none): 5xx, 429 and connection failures are tried
-again C{retries} times with C{backoff} delays, inside the core's get/put
+again C{retries} times with C{backoff} delays (jittered: L{S3Store.jittered}), inside the core's get/put
 timeouts.  Cancelling the Deferred of a get or put (what the core's timeouts
 do) aborts the request in flight or the backoff wait.
 
-Region (C{--s3-region} empty): detected once, lazily, by the first request
+Region: C{--s3-region}, else C{AWS_REGION}, then C{AWS_DEFAULT_REGION} (the
+SDKs' order), used without a probe; a bucket that answers a redirect naming
+another region (C{x-amz-bucket-region}) corrects an environment region once.
+With none of them: detected once, lazily, by the first request
 (never before the handshake, never on a path where nobody needs it):
 GetBucketLocation signed for us-east-1, sent to the configured endpoint with
 the same addressing (a custom or C{minio+} endpoint is never sent to AWS),
 with a C{region_timeout} (2 s) budget.  If it gives no answer, the
 C{x-amz-bucket-region} header of that answer or of a HeadBucket is used.
-Failing that: C{AWS_REGION}, C{AWS_DEFAULT_REGION}, the botocore profile's
-region, C{us-east-1}, with a warning.  The C{LocationConstraint} element is
+Failing that: the botocore profile's region, C{us-east-1}, with a warning.
+The C{LocationConstraint} element is
 found wherever it sits in the XML (SeaweedFS wraps it in a non-standard root).
 """
 
