@@ -96,6 +96,15 @@ class _Flight:
         self.result: Entry | None = None
         self._start_waiters: list[Deferred[None]] = []
         self._waiters: list[Deferred[Entry | None]] = []
+        self.job: Deferred[None] | None = None
+
+    def abandon(self) -> None:
+        """
+        Give up on the fetch: its waiters get "miss" now.
+        """
+        if self.job is not None and not self.job.called:
+            self.job.cancel()
+        self.finish(None)
 
     def mark_started(self) -> None:
         self.started = True
@@ -170,6 +179,8 @@ class Cache:
             # The run manifest and its delta pack: drained or detached like uploads.
             self.add_close_hook(journal.finish)
         self._closing = False
+        #: Set while close or a signal cuts background jobs off.
+        self._cutting = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
         self._journal = journal
@@ -191,7 +202,11 @@ class Cache:
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
-            self.stats.local_hits += 1
+            # An entry the prefetch brought this run came from the remote store.
+            if self._journal is not None and self._journal.fetched(action_id):
+                self.stats.remote_hits += 1
+            else:
+                self.stats.local_hits += 1
         elif self._settings.remote_enabled:
             entry = await self._remote_get_unless_absent(action_id)
             if entry is not None:
@@ -203,6 +218,12 @@ class Cache:
         return entry
 
     async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
+        if self._journal is not None:
+            # The prefetch may be bringing it (packs hold entries whose own
+            # object may be missing): wait for that (briefly) first.
+            prefetched = await self._journal.lookup(action_id)
+            if prefetched is not None:
+                return prefetched
         if self.presence.loading:
             # The listing is one or a few round trips, about what this get
             # would cost itself; its timeout bounds the wait.
@@ -213,15 +234,12 @@ class Cache:
         return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
-        if self._journal is not None:
-            # The prefetch may be bringing it: wait for that (briefly) first.
-            prefetched = await self._journal.lookup(action_id)
-            if prefetched is not None:
-                return prefetched
+        if self._cutting:
+            return None  # a signal gave up on the remote store
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
-            Deferred.fromCoroutine(self._fly(action_id, flight))
+            flight.job = Deferred.fromCoroutine(self._fly(action_id, flight))
         # Time spent queued behind --max-concurrent-remote-gets does not count
         # against the get timeout: only the fetch itself does.
         await flight.wait_started()
@@ -245,8 +263,9 @@ class Cache:
         except Unavailable:
             pass
         except (CancelledError, DeferredTimeout):
-            self.stats.remote_faults += 1
-            _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason="download deadline")
+            if not self._cutting:
+                self.stats.remote_faults += 1
+                _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason="download deadline")
         except Exception as e:  # noqa: BLE001 - a remote problem is a miss
             self.stats.remote_faults += 1
             _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason=repr(e))
@@ -370,7 +389,12 @@ class Cache:
             self.stats.uploads += 1
         except Unavailable:
             self.stats.uploads_skipped += 1
-        except (CancelledError, DeferredTimeout):
+        except CancelledError:
+            if not self._cutting:
+                raise
+            # Cut off at close: counted (and warned about) once, as dropped.
+            _log.debug("Upload cut off at close", action_id=action_id.hex())
+        except DeferredTimeout:
             self.stats.upload_faults += 1
             _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason="put timeout")
         except Exception as e:  # noqa: BLE001 - uploads never reach go
@@ -385,11 +409,16 @@ class Cache:
             obj = _encode_file(action_id, entry, absent)
         await self._remote.put(obj)
         self.presence.note_present(action_id)
-        self.stats.bytes_up += len(obj.data)
+        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,
         # written in the thread pool so file creation never holds up answers.
+        if self._closing:
+            # Entries landing after close began (a prefetch write, a download
+            # that outlived its get): saved at once, no timer left behind.
+            self._local.flush()
+            return
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(FLUSH_DELAY, self._save_in_thread)
 
@@ -482,12 +511,26 @@ class Cache:
                 timer.cancel()
         else:
             await everything
-        left = [d for d in pending if not d.called]
-        if left:
-            self.stats.uploads_dropped += len(left)
-            _log.warn("background jobs did not finish in time", left=len(left))
-            for d in left:
-                d.cancel()
+        self._cut([d for d in pending if not d.called])
+
+    def _cut(self, left: list[Deferred[Any]]) -> None:
+        if not left:
+            return
+        self.stats.uploads_dropped += len(left)
+        _log.warn("background jobs did not finish in time", left=len(left))
+        self._cutting = True
+        for d in left:
+            d.cancel()
+
+    def abandon(self) -> None:
+        """
+        Stop waiting for the remote store (a signal's grace is over): remote
+        gets in flight answer "miss", background uploads are dropped.
+        """
+        self._cutting = True
+        for flight in list(self._flights.values()):
+            flight.abandon()
+        self._cut([d for d in [*self._uploads.values(), *self._jobs] if not d.called])
 
     def abandon(self) -> None:
         """

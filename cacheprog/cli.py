@@ -113,6 +113,7 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     except (_config.ConfigError, LocalWriteError) as e:
         _die(str(e))
     protocol_fd = isolate_stdout()
+    _hold_signals()
     os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
     # Spool files of killed runs (while go's first requests wait in the pipe).
     local.sweep()
@@ -265,13 +266,62 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
             pass  # a signal is already stopping it
 
     protocol.done.addCallback(finished)
-    # SIGINT/SIGTERM stop the reactor; first let the protocol answer what is
-    # in flight and drain uploads (the reference ignored signals until the
-    # next request arrived).
+    # A stop from elsewhere still answers what is in flight first.
     reactor.addSystemEventTrigger("before", "shutdown", protocol.shutdown)
+    _handle_signals(reactor, protocol, cache)
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
-    reactor.run(installSignalHandlers=True)
+    reactor.run(installSignalHandlers=False)
     return status[0]
+
+
+#: Seconds a signal leaves remote work in flight before it is abandoned.
+SIGNAL_GRACE = 3.0
+#: Signals received while Twisted starts, handled once the reactor runs.
+_EARLY_SIGNALS: list[int] = []
+
+
+def _hold_signals() -> None:
+    """
+    From the handshake on, SIGINT/SIGTERM must take the close path, not
+    kill us mid-start: record them until the reactor handles them.
+    """
+    import signal
+
+    def record(signum: int, frame: object) -> None:
+        _EARLY_SIGNALS.append(signum)
+
+    signal.signal(signal.SIGINT, record)
+    signal.signal(signal.SIGTERM, record)
+
+
+def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
+    """
+    SIGINT/SIGTERM: answer what is in flight, drain uploads, close stdout,
+    exit (the reference ignored signals until the next request arrived).
+    Remote work still running after L{SIGNAL_GRACE} (a stuck store with no
+    timeouts) is abandoned: gets answer "miss", uploads are dropped.  A
+    second signal abandons it at once.  Never a traceback.
+    """
+    import signal
+
+    received = [0]
+
+    def handle() -> None:
+        received[0] += 1
+        if received[0] == 1:
+            protocol.shutdown()
+            reactor.callLater(SIGNAL_GRACE, cache.abandon)
+        else:
+            cache.abandon()
+
+    def handler(signum: int, frame: object) -> None:
+        reactor.callFromThread(handle)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    for _ in _EARLY_SIGNALS:
+        reactor.callWhenRunning(handle)
+    _EARLY_SIGNALS.clear()
 
 
 def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:

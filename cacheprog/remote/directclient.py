@@ -13,7 +13,7 @@ is written in one call, and endpoints are kept per (scheme, host, port).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.web.http_headers import Headers
@@ -79,16 +79,30 @@ class DirectClient:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
         unbuffered: bool = True,
         allow_redirects: bool = False,
     ) -> Deferred[Any]:
         raw = Headers()
         for name, value in (headers or {}).items():
             raw.setRawHeaders(name, [value])
-        body = None if data is None else BytesProducer(data)
+        body = _producer(data)
         result: Deferred[Any] = self._agent.request(method.encode("ascii"), url.encode("ascii"), raw, body)
         return result
+
+
+def _producer(data: bytes | IO[bytes] | None) -> Any:
+    """
+    The body producer for C{data}: bytes in one write, a file (a big body
+    the proxy received) read in steps from where it stands.
+    """
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        return BytesProducer(data)
+    from twisted.web.client import FileBodyProducer
+
+    return FileBodyProducer(data)  # type: ignore[no-untyped-call]
 
 
 def direct_agent(reactor: Any, pool: Any, connect_timeout: float | None) -> Any:

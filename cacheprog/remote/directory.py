@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import IO
 
 from cacheprog.interfaces import Body, NotFound, RemoteObject, ThreadRunner, UploadObject
-from cacheprog.local import write_atomic
+from cacheprog.local import copy_atomic, write_atomic
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
 #: Objects below this size are read on the reactor thread.
@@ -145,12 +145,16 @@ class DirectoryStore(BulkGet):
         try:
             with open(meta_path, "rb") as f:
                 same = json.loads(f.read()) == meta
-            if same and os.stat(data_path).st_size == len(obj.data):
+            if same and os.stat(data_path).st_size == obj.stored_size:
                 return
         except (OSError, ValueError):
             pass
         os.makedirs(directory, exist_ok=True)
-        write_atomic(directory, data_path, obj.data)
+        payload = obj.payload()
+        if isinstance(payload, bytes):
+            write_atomic(directory, data_path, payload)
+        else:
+            copy_atomic(directory, data_path, payload)
         write_atomic(directory, meta_path, json.dumps(meta).encode("ascii"))
 
     # manifests and packs

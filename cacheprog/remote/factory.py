@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_factory -*-
+# -*- test-case-name: tests.unit.test_plugin,tests.unit.test_readthrough,tests.unit.test_aws_conventions -*-
 """
 From configuration to a remote store, in two steps: L{check} validates
 everything a user can get wrong (cheap, before the handshake, imports

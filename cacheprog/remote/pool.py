@@ -72,9 +72,7 @@ class TimedClient:
         inner: Deferred[Any] = self._inner.request(method, url, **kwargs)
         if self.timeouts.read <= 0:
             return inner
-        data = kwargs.get("data")
-        size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0
-        return _with_timeout(inner, self.clock, self.timeouts.read + size / RATE_FLOOR)
+        return _with_timeout(inner, self.clock, self.timeouts.read + _length(kwargs.get("data")) / RATE_FLOOR)
 
     def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
         return self.request("GET", url, **kwargs)
@@ -84,6 +82,21 @@ class TimedClient:
 
     def post(self, url: str, **kwargs: Any) -> Deferred[Any]:
         return self.request("POST", url, **kwargs)
+
+
+def _length(data: object) -> int:
+    """
+    The size of a request body: bytes, or a file (measured by seeking).
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    seek, tell = getattr(data, "seek", None), getattr(data, "tell", None)
+    if seek is None or tell is None:
+        return 0
+    start = tell()
+    end = seek(0, 2)
+    seek(start)
+    return int(end) - int(start)
 
 
 def _with_timeout(inner: Deferred[Any], clock: IReactorTime, seconds: float) -> Deferred[Any]:

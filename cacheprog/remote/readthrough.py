@@ -7,6 +7,11 @@ own, so an untrusted job can use the trusted cache but never poison it.
 
 A hit from a trusted store is an ordinary remote object: the core checks
 its SHA-256 against the OutputID like any other.
+
+Deliberately only the L{RemoteStore} methods: no C{list_keys} (a listing of
+the own prefix would answer "absent" for keys a trusted prefix holds) and no
+blob/range methods, so presence listing and warm start stay off for a
+read-through job rather than read or write the wrong prefix.
 """
 
 from __future__ import annotations

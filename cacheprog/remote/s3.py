@@ -31,18 +31,21 @@ after signing, so that header is never signed (the GCS rewrite of it, aws-sdk-go
 #1816, cannot break our signatures).
 
 Retries (the reference has none): 5xx, 429 and connection failures are tried
-again C{retries} times with C{backoff} delays, inside the core's get/put
+again C{retries} times with C{backoff} delays (jittered: L{S3Store.jittered}), inside the core's get/put
 timeouts.  Cancelling the Deferred of a get or put (what the core's timeouts
 do) aborts the request in flight or the backoff wait.
 
-Region (C{--s3-region} empty): detected once, lazily, by the first request
+Region: C{--s3-region}, else C{AWS_REGION}, then C{AWS_DEFAULT_REGION} (the
+SDKs' order), used without a probe; a bucket that answers a redirect naming
+another region (C{x-amz-bucket-region}) corrects an environment region once.
+With none of them: detected once, lazily, by the first request
 (never before the handshake, never on a path where nobody needs it):
 GetBucketLocation signed for us-east-1, sent to the configured endpoint with
 the same addressing (a custom or C{minio+} endpoint is never sent to AWS),
 with a C{region_timeout} (2 s) budget.  If it gives no answer, the
 C{x-amz-bucket-region} header of that answer or of a HeadBucket is used.
-Failing that: C{AWS_REGION}, C{AWS_DEFAULT_REGION}, the botocore profile's
-region, C{us-east-1}, with a warning.  The C{LocationConstraint} element is
+Failing that: the botocore profile's region, C{us-east-1}, with a warning.
+The C{LocationConstraint} element is
 found wherever it sits in the XML (SeaweedFS wraps it in a non-standard root).
 """
 
@@ -58,7 +61,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import IO, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -465,7 +468,7 @@ class S3Store(BulkGet):
         key: str,
         operation: str,
         headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
         payload_sha256: str = EMPTY_SHA256,
         query: str = "",
         region: str | None = None,
@@ -488,6 +491,8 @@ class S3Store(BulkGet):
             final = attempt + 1 >= attempts
             sent = sign(method, url, headers or {}, payload_sha256, credentials, region, signer=self._signer)
             sent["User-Agent"] = USER_AGENT
+            if data is not None and not isinstance(data, bytes):
+                data.seek(0)  # a file body is read again by each attempt
             request = _Tracked(
                 self._client.request(method, url, headers=sent, data=data, unbuffered=True, allow_redirects=False)
             )
@@ -625,7 +630,7 @@ class S3Store(BulkGet):
         if self.settings.expiration > 0:
             headers["Expires"] = formatdate(self._clock.seconds() + self.settings.expiration, usegmt=True)
         response = await self._request(
-            "PUT", key, "put object", headers=headers, data=obj.data, payload_sha256=self._payload_hash(obj)
+            "PUT", key, "put object", headers=headers, data=obj.payload(), payload_sha256=self._payload_hash(obj)
         )
         if not 200 <= response.code < 300:
             raise await self._error(response, "put object")

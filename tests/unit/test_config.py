@@ -185,7 +185,7 @@ class ParseTests(SynchronousTestCase):
         self.assertIn("default: 5s", e.text)
         e = self.assertRaises(Usage, parse, ["proxy", "-h"], {})
         self.assertIn("--listen-address", e.text)
-        self.assertIn("NO authentication", e.text)
+        self.assertIn("write token", e.text)
 
     def test_version(self) -> None:
         """
