@@ -532,13 +532,6 @@ class Cache:
             flight.abandon()
         self._cut([d for d in [*self._uploads.values(), *self._jobs] if not d.called])
 
-    def abandon(self) -> None:
-        """
-        Cancel every background job now (a signal during a detached drain).
-        """
-        for d in list(self._uploads.values()) + list(self._jobs):
-            d.cancel()
-
     async def close(self) -> None:
         """
         Save the local entries; wait for background uploads, at most
