@@ -11,6 +11,7 @@ install:
 install-test:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
 	bash .ci/install-servers.sh
+	bash .ci/install-buildah.sh
 
 # Build a sample Go module through cacheprog with the embedded `dir` store,
 # wipe the local tier, rebuild, and show the second build came from the cache.
@@ -67,7 +68,7 @@ binary:
 # What a release publishes, in dist/: the wheel and the sdist (built from the
 # sdist, so a file missing from it fails here), the binary, and SHA256SUMS.
 dist: binary
-	$(PIP) install --quiet --disable-pip-version-check -e '.[dist]'
+	$(PIP) install --quiet --disable-pip-version-check 'build>=1.2,<2'
 	rm -f dist/*.whl dist/*.tar.gz dist/SHA256SUMS
 	$(PYTHON) -m build --outdir dist .
 	cd dist && sha256sum cacheprog *.whl *.tar.gz > SHA256SUMS && cat SHA256SUMS

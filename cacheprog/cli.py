@@ -45,7 +45,30 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from cacheprog.proxy.tap import run as _run_proxy
 
         raise SystemExit(_run_proxy(cfg, env))
+    if cfg.command == "wait":
+        raise SystemExit(_wait(cfg))
     raise SystemExit(_direct(cfg, env))
+
+
+def _detacher(cfg: _config.Config, root: str, protocol_fd: int) -> Any:
+    if not cfg.flag("detached-drain"):
+        return None
+    from cacheprog.uploaders import Detacher, Uploaders
+
+    return Detacher(Uploaders(root), cfg.number("detached-drain-timeout"), protocol_fd)
+
+
+def _wait(cfg: _config.Config) -> int:
+    """
+    C{cacheprog wait}: block until the detached uploaders of the local root
+    are done; print what they uploaded and dropped (stdout, one line).
+    """
+    from cacheprog.uploaders import Uploaders
+
+    root = os.path.abspath(cfg.text("root-directory") or _config.default_root())
+    summary = Uploaders(root).wait(cfg.number("wait-timeout"))
+    sys.stdout.write(summary.line() + "\n")
+    return 0
 
 
 def _die(message: str) -> NoReturn:
@@ -90,6 +113,7 @@ def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
     except (_config.ConfigError, LocalWriteError) as e:
         _die(str(e))
     protocol_fd = isolate_stdout()
+    _hold_signals()
     os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
     # Spool files of killed runs (while go's first requests wait in the pipe).
     local.sweep()
@@ -186,6 +210,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
     with _tls_unless_needed(cfg):
         # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
         remote = build(plan, reactor, run_in_thread)
+    presence = _presence(cfg, remote, reactor)
     backend = remote
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
@@ -199,6 +224,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
         max_concurrent_gets=cfg.integer("max-concurrent-remote-gets"),
         max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
         remote_enabled=plan.kind != "disabled",
+        defer_uploads=cfg.flag("defer-uploads"),
     )
     metrics, after_close = _metrics(cfg, reactor)
     if metrics is not None and plan.kind != "disabled":
@@ -207,14 +233,30 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
         remote = ObservingStore(remote, metrics, reactor)
     stats = Stats()
     journal = _warm_start(cfg, backend, local, reactor, run_in_thread, stats)
-    cache = Cache(local, remote, reactor, run_in_thread, settings, stats=stats, observer=metrics, journal=journal)
+    cache = Cache(
+        local,
+        remote,
+        reactor,
+        run_in_thread,
+        settings,
+        stats=stats,
+        observer=metrics,
+        journal=journal,
+        presence=presence,
+    )
     if handover is not None:
         handover.count_into(stats)
         if journal is not None:
             handover.replay_into(journal)
     if journal is not None:
         reactor.callWhenRunning(journal.start)
-    protocol = CacheProtocol(cache, run_in_thread, after_close=after_close, handover=handover)
+    protocol = CacheProtocol(
+        cache,
+        run_in_thread,
+        after_close=after_close,
+        handover=handover,
+        detacher=_detacher(cfg, local.root, protocol_fd),
+    )
     status: list[int] = [1]
 
     def finished(code: int) -> None:
@@ -227,13 +269,76 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
             pass  # a signal is already stopping it
 
     protocol.done.addCallback(finished)
-    # SIGINT/SIGTERM stop the reactor; first let the protocol answer what is
-    # in flight and drain uploads (the reference ignored signals until the
-    # next request arrived).
+    # A stop from elsewhere still answers what is in flight first.
     reactor.addSystemEventTrigger("before", "shutdown", protocol.shutdown)
+    _handle_signals(reactor, protocol, cache)
     reactor.callWhenRunning(StandardIO, protocol, stdin=0, stdout=protocol_fd, reactor=reactor)
-    reactor.run(installSignalHandlers=True)
+    reactor.run(installSignalHandlers=False)
     return status[0]
+
+
+#: Seconds a signal leaves remote work in flight before it is abandoned.
+SIGNAL_GRACE = 3.0
+#: Signals received while Twisted starts, handled once the reactor runs.
+_EARLY_SIGNALS: list[int] = []
+
+
+def _hold_signals() -> None:
+    """
+    From the handshake on, SIGINT/SIGTERM must take the close path, not
+    kill us mid-start: record them until the reactor handles them.
+    """
+    import signal
+
+    def record(signum: int, frame: object) -> None:
+        _EARLY_SIGNALS.append(signum)
+
+    signal.signal(signal.SIGINT, record)
+    signal.signal(signal.SIGTERM, record)
+
+
+def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
+    """
+    SIGINT/SIGTERM: answer what is in flight, drain uploads, close stdout,
+    exit (the reference ignored signals until the next request arrived).
+    Remote work still running after L{SIGNAL_GRACE} (a stuck store with no
+    timeouts) is abandoned: gets answer "miss", uploads are dropped.  A
+    second signal abandons it at once.  Never a traceback.
+    """
+    import signal
+
+    received = [0]
+
+    def handle() -> None:
+        received[0] += 1
+        if received[0] == 1:
+            protocol.shutdown()
+            reactor.callLater(SIGNAL_GRACE, cache.abandon)
+        else:
+            cache.abandon()
+
+    def handler(signum: int, frame: object) -> None:
+        reactor.callFromThread(handle)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    for _ in _EARLY_SIGNALS:
+        reactor.callWhenRunning(handle)
+    _EARLY_SIGNALS.clear()
+
+
+def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
+    """
+    The presence view, fed by a bounded listing of the prefix when asked
+    for (and the store can list).
+    """
+    from cacheprog.presence import Presence, load
+
+    presence = Presence()
+    pages = cfg.integer("presence-list-pages")
+    if pages > 0 and not cfg.flag("disable-get") and hasattr(store, "list_keys"):
+        load(presence, store.list_keys(pages), reactor, cfg.number("remote-get-timeout"))
+    return presence
 
 
 def _warm_start(cfg: _config.Config, backend: Any, local: Any, reactor: Any, run_in_thread: Any, stats: Any) -> Any:

@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from cacheprog import __version__
 
-COMMANDS = ("direct", "proxy")
+COMMANDS = ("direct", "proxy", "wait")
+#: The commands that talk to a remote store.
+REMOTE_COMMANDS = ("direct", "proxy")
 STORAGE_TYPES = ("disabled", "dir", "s3", "http", "memory")
 
 
@@ -32,7 +34,8 @@ class Option:
     """
     One option: C{--name}, its environment variables, default, kind and help.
 
-    @ivar scope: C{global}, C{remote} (direct and proxy), C{direct} or C{proxy}.
+    @ivar scope: C{global}, C{remote} (direct and proxy), C{local} (direct
+        and wait: the local root), C{direct}, C{proxy} or C{wait}.
     """
 
     def __init__(
@@ -54,7 +57,11 @@ class Option:
         self.placeholder = placeholder or _PLACEHOLDERS.get(kind, "VALUE")
 
     def applies_to(self, command: str) -> bool:
-        return self.scope in ("global", command) or (self.scope == "remote" and command in COMMANDS)
+        return (
+            self.scope in ("global", command)
+            or (self.scope == "remote" and command in REMOTE_COMMANDS)
+            or (self.scope == "local" and command in ("direct", "wait"))
+        )
 
 
 _PLACEHOLDERS = {
@@ -112,6 +119,15 @@ OPTIONS: tuple[Option, ...] = (
         "shared directory for the dir storage (a CI volume, NFS)",
         None,
         "remote",
+    ),
+    Option(
+        "dir-read-roots",
+        _E + "DIR_READ_ROOTS",
+        "list",
+        "more directories to read from, in order, after --dir-storage-root; never written",
+        None,
+        "remote",
+        "[dir ...]",
     ),
     Option(
         "max-consecutive-errors",
@@ -173,6 +189,15 @@ OPTIONS: tuple[Option, ...] = (
         "PREFIX",
     ),
     Option(
+        "s3-read-prefixes",
+        _E + "S3_READ_PREFIXES",
+        "list",
+        "more prefixes of the bucket to read from, in order, after --s3-prefix; never written (a pull request reading main's cache); templated like it",
+        None,
+        "remote",
+        "[prefix ...]",
+    ),
+    Option(
         "s3-expiration",
         _E + "S3_EXPIRATION",
         "duration",
@@ -225,6 +250,7 @@ OPTIONS: tuple[Option, ...] = (
         "path",
         "local cache directory; default: <tmp>/cacheprog-<uid>, shared by the go commands of a job",
         None,
+        "local",
     ),
     Option(
         "remote-get-timeout",
@@ -257,6 +283,42 @@ OPTIONS: tuple[Option, ...] = (
         "size",
         "do not upload objects smaller than this many bytes",
         "0",
+    ),
+    Option(
+        "detached-drain",
+        _E + "DETACHED_DRAIN",
+        "bool",
+        "at close, answer go and close stdout at once; finish uploads in the background (see cacheprog wait)",
+        "false",
+    ),
+    Option(
+        "detached-drain-timeout",
+        _E + "DETACHED_DRAIN_TIMEOUT",
+        "duration",
+        "a detached uploader gives up what is left after this (0: no limit)",
+        "5m",
+    ),
+    Option(
+        "defer-uploads",
+        _E + "DEFER_UPLOADS",
+        "bool",
+        "queue uploads until close instead of running them during the build",
+        "false",
+    ),
+    Option(
+        "presence-list-pages",
+        _E + "PRESENCE_LIST_PAGES",
+        "int",
+        "s3: list the prefix at start, up to this many pages of 1000 keys, to answer misses without a request (0: off)",
+        "0",
+    ),
+    Option(
+        "wait-timeout",
+        _E + "WAIT_TIMEOUT",
+        "duration",
+        "cacheprog wait: give up after this (0: no limit)",
+        "0",
+        "wait",
     ),
     Option(
         "disable-get", _E + "DISABLE_GET", "bool", "do not offer get: rebuild everything, still fill the cache", "false"
@@ -314,10 +376,34 @@ OPTIONS: tuple[Option, ...] = (
         "listen-address",
         _E + "PROXY_LISTEN_ADDRESS",
         "str",
-        "address to listen on; the proxy has NO authentication",
+        "address to listen on (beyond loopback, set the write token)",
         "127.0.0.1:8080",
         "proxy",
         "ADDR",
+    ),
+    Option(
+        "proxy-read-token-file",
+        _E + "PROXY_READ_TOKEN_FILE",
+        "path",
+        "GET/HEAD need this token (Authorization: Bearer); or the token in CACHEPROG_PROXY_READ_TOKEN",
+        None,
+        "proxy",
+    ),
+    Option(
+        "proxy-write-token-file",
+        _E + "PROXY_WRITE_TOKEN_FILE",
+        "path",
+        "PUT needs this token (Authorization: Bearer); or the token in CACHEPROG_PROXY_WRITE_TOKEN",
+        None,
+        "proxy",
+    ),
+    Option(
+        "proxy-header-timeout",
+        _E + "PROXY_HEADER_TIMEOUT",
+        "duration",
+        "a request's headers must arrive within this time of its first byte (slow clients are dropped)",
+        "30s",
+        "proxy",
     ),
     Option(
         "metrics-proxy-endpoint",
@@ -520,9 +606,17 @@ class Usage(Exception):
         self.text = text
 
 
-def _next_values(args: list[str], i: int) -> tuple[list[str], int]:
+def _next_values(args: list[str], i: int, command_given: bool) -> tuple[list[str], int]:
+    """
+    The words after a list flag, up to the next flag, or up to a command
+    word when no command was given yet (C{--s3-exclude-headers-from-signing
+    Accept-Encoding proxy} runs the proxy; it ran C{direct} with a header
+    named "proxy").
+    """
     values = []
     while i < len(args) and not args[i].startswith("-"):
+        if args[i] in COMMANDS and not command_given:
+            break
         values.append(args[i])
         i += 1
     return values, i
@@ -558,9 +652,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
                 given[name] = value if eq else "true"
             elif option.kind in ("list", "headers", "labels"):
                 if eq:
-                    given[name] = [value]
+                    # One value: CSV, exactly as the same text in the variable.
+                    given[name] = value
                 else:
-                    given[name], i = _next_values(args, i)
+                    given[name], i = _next_values(args, i, bool(command))
             elif eq:
                 given[name] = value
             elif i < len(args) and not args[i].startswith("-"):
@@ -628,10 +723,11 @@ def help_text(command: str) -> str:
     lines = [
         version(),
         "",
-        "Usage: cacheprog [direct|proxy] [options]",
+        "Usage: cacheprog [direct|proxy|wait] [options]",
         "",
         "  direct  [default] run as the GOCACHEPROG program: GOCACHEPROG=cacheprog",
         "  proxy   serve a remote storage over HTTP for cacheprog clients (docker build sidecar)",
+        "  wait    block until the detached uploaders of the local root are done; print what they uploaded",
         "  summary add up this job's runs: a table, Markdown, a GitHub job summary (cacheprog summary --help)",
         "",
         f"Options of {command} (flag > environment variable > default; an empty variable is unset):",

@@ -8,9 +8,10 @@ of the backends.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -74,7 +75,11 @@ class RemoteObject:
 @attrs.frozen
 class UploadObject:
     """
-    An object ready to store: encoded bytes plus checksums of those bytes.
+    An object ready to store: encoded bytes, and checksums of those bytes
+    computed on first use (most uploads need neither MD5 nor SHA-256).
+
+    @ivar absent: the store was seen without this key during this run (a
+        miss, or a complete listing): no need to ask before writing it.
     """
 
     action_id: bytes
@@ -82,8 +87,55 @@ class UploadObject:
     size: int
     compression: str
     data: bytes
-    md5: bytes
-    sha256: bytes
+    _md5: bytes | None = None
+    _sha256: bytes | None = None
+    absent: bool = False
+    #: The stored bytes in a file instead of C{data} (big bodies the proxy
+    #: received: never read into memory); C{data} is then empty, and the
+    #: checksums must be given.
+    file: IO[bytes] | None = None
+    file_size: int = 0
+    _sums: dict[str, bytes] = attrs.field(factory=dict, init=False, repr=False, eq=False)
+
+    @property
+    def md5(self) -> bytes:
+        if self._md5 is not None:
+            return self._md5
+        if "md5" not in self._sums:
+            self._sums["md5"] = hashlib.md5(self.data, usedforsecurity=False).digest()
+        return self._sums["md5"]
+
+    @property
+    def sha256(self) -> bytes:
+        if self._sha256 is not None:
+            return self._sha256
+        if "sha256" not in self._sums:
+            self._sums["sha256"] = hashlib.sha256(self.data).digest()
+        return self._sums["sha256"]
+
+    @property
+    def stored_size(self) -> int:
+        """
+        How many bytes are stored.
+        """
+        return self.file_size if self.file is not None else len(self.data)
+
+    def payload(self) -> bytes | IO[bytes]:
+        """
+        The stored bytes to send: C{data}, or the file rewound to its start
+        (each attempt of a retried request reads it again).
+        """
+        if self.file is None:
+            return self.data
+        self.file.seek(0)
+        return self.file
+
+    def read(self) -> bytes:
+        """
+        The stored bytes in memory (small objects; the memory store).
+        """
+        payload = self.payload()
+        return payload if isinstance(payload, bytes) else payload.read()
 
 
 class RemoteStore(Protocol):
@@ -159,6 +211,8 @@ class RunJournal(Protocol):
     def record(self, action_id: bytes, entry: Entry) -> None: ...
 
     async def lookup(self, action_id: bytes) -> Entry | None: ...
+
+    def fetched(self, action_id: bytes) -> bool: ...
 
     async def finish(self) -> None: ...
 

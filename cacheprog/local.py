@@ -358,6 +358,23 @@ def write_atomic(directory: str, path: str, data: bytes) -> None:
         raise
 
 
+def copy_atomic(directory: str, path: str, source: IO[bytes]) -> None:
+    """
+    L{write_atomic} from a file, copied in 1 MiB steps (never whole in memory).
+    """
+    import shutil
+
+    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            shutil.copyfileobj(source, f, 1 << 20)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+
+
 def _remove_stale(path: str, now: float) -> int:
     try:
         fd = os.open(path, os.O_RDONLY)

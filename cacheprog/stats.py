@@ -18,6 +18,7 @@ class Stats:
     local_hits: int = 0
     remote_hits: int = 0
     misses: int = 0
+    instant_misses: int = 0
     remote_timeouts: int = 0
     remote_faults: int = 0
     corrupt: int = 0
@@ -59,6 +60,7 @@ class Stats:
             ("local_hits", self.local_hits),
             ("remote_hits", self.remote_hits),
             ("misses", self.misses),
+            ("instant_misses", self.instant_misses),
             ("put_bytes", self.put_bytes),
             ("uploads", self.uploads),
             ("bytes_up", self.bytes_up),

@@ -27,6 +27,7 @@ from cacheprog.interfaces import ThreadRunner
 from cacheprog.local import LocalWriteError, Spool
 from cacheprog.log import Logger
 from cacheprog.prelude import Handover
+from cacheprog.uploaders import Detacher
 from cacheprog.wire import (
     BodyChunk,
     BodyEnd,
@@ -116,6 +117,7 @@ class CacheProtocol(Protocol):
         handshake: bytes = b"",
         after_close: Callable[[], Deferred[Any]] | None = None,
         handover: Handover | None = None,
+        detacher: Detacher | None = None,
     ) -> None:
         """
         @param handshake: written on connection unless it was written already
@@ -123,6 +125,8 @@ class CacheProtocol(Protocol):
         @param after_close: work to finish before stdout closes (metrics push).
         @param handover: where the prelude stopped (L{cacheprog.prelude}):
             its decoder goes on, its unanswered events are dispatched first.
+        @param detacher: with C{--detached-drain}: at close, stdout closes
+            first and the uploads finish after (L{cacheprog.uploaders}).
         """
         self._cache = cache
         self._thread = run_in_thread
@@ -137,6 +141,8 @@ class CacheProtocol(Protocol):
         self._ending = False
         self._finishing: Deferred[None] | None = None
         self._write_lost = False
+        self._detacher = detacher
+        self._detached = False
         self.done: Deferred[int] = Deferred()
 
     def _io(self) -> Any:
@@ -197,6 +203,11 @@ class CacheProtocol(Protocol):
             self._end(None)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._detached:
+            # Every answer is out: go may go on.  The uploads go on too.
+            if self._detacher is not None:
+                self._detacher.release_stdout()
+            return
         if not self.done.called:
             self.done.callback(self._status)
 
@@ -207,7 +218,10 @@ class CacheProtocol(Protocol):
         """
         if self.done.called:
             return None
-        if not self._ending:
+        if self._detached:
+            _log.warn("Stopping on a signal; dropping the uploads left")
+            self._cache.abandon()
+        elif not self._ending:
             _log.info("Stopping on a signal; answering requests in flight first")
             self._end(None)
         waiter: Deferred[None] = Deferred()
@@ -319,6 +333,10 @@ class CacheProtocol(Protocol):
         if close is not None:
             self._answer(Response(id=close.id))
         try:
+            await self._cache.close_local()
+            if self._may_detach() and self._detacher is not None and self._detacher.detach(self._cache.pending):
+                await self._drain_detached(self._detacher)
+                return
             await self._cache.close()
             if self._after_close is not None:
                 await self._after_close()
@@ -329,3 +347,31 @@ class CacheProtocol(Protocol):
             # StandardIO reports the end only when it closes stdout itself;
             # stdout is already gone, so nothing would ever report it.
             self.connectionLost(None)
+
+    def _may_detach(self) -> bool:
+        # Only worth it with work left, and only while go still listens.
+        return self._detacher is not None and self._cache.pending > 0 and not self._write_lost
+
+    async def _drain_detached(self, detacher: Detacher) -> None:
+        """
+        Close stdout (go goes on at once), then finish the background jobs
+        within the detached limit and record the result for C{cacheprog wait}.
+        """
+        cache, stats = self._cache, self._cache.stats
+        pending, before = cache.pending, stats.uploads + cache.jobs_done
+        _log.info("Answered close; finishing uploads in the background", pending=pending)
+        self._detached = True
+        self._io().loseConnection()
+        try:
+            await self._cache.drain(detacher.timeout)
+            if self._after_close is not None:
+                await self._after_close()
+        except Exception as e:  # noqa: BLE001 - nobody is listening any more
+            _log.warn("Detached clean-up did not succeed", reason=repr(e))
+        finally:
+            # Uploads of the whole run; dropped: what the drain did not finish.
+            uploaded = stats.uploads + cache.jobs_done
+            detacher.finish(uploaded, max(0, pending - (uploaded - before)))
+            self._detached = False
+            if not self.done.called:
+                self.done.callback(self._status)

@@ -10,7 +10,7 @@ run's for the next one.
 - A get that misses locally asks L{WarmStart.lookup}: an entry on its way is
   waited for (single-flight with the prefetch), at most C{wait} seconds;
   then the get takes the per-object path.  A prefetch that made no
-  progress for C{wait} seconds is abandoned: no get waits for it again.
+  progress for L{STALLED} waits is abandoned: no get waits for it again.
 - At close (L{WarmStart.finish}, run with the background uploads): the
   entries go used, in order, become the next manifest; entries no pack of
   the manifest holds go into a new delta pack; everything is repacked when
@@ -27,7 +27,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
@@ -58,6 +58,8 @@ _log = Logger("warmstart")
 STREAMS = 4
 #: Entries of one read being decoded and written at once.
 WRITES_PER_STREAM = 4
+#: The prefetch is given up after this many get waits without progress.
+STALLED = 10
 
 
 class _Slot:
@@ -125,6 +127,9 @@ class WarmStart:
         self._used: dict[bytes, Entry | None] = {}
         self._bad_packs: set[str] = set()
         self._bad_entries: set[bytes] = set()
+        self._fetched: set[bytes] = set()
+        self._writes: set[Deferred[Entry]] = set()
+        self._stopped = False
         self._progress = clock.seconds()
         self._abandoned = False
         self._job: Deferred[None] | None = None
@@ -202,7 +207,13 @@ class WarmStart:
 
         async def worker() -> None:
             while queue and not self._abandoned:
-                await self._fetch_span(queue.pop())
+                span = queue.pop()
+                if span.pack in self._bad_packs:
+                    # Missing already: no more requests for it.
+                    for entry in span.entries:
+                        self._resolve(entry.action_id, None)
+                    continue
+                await self._fetch_span(span)
 
         workers = [Deferred.fromCoroutine(worker()) for _ in range(min(STREAMS, len(spans)))]
         try:
@@ -226,7 +237,7 @@ class WarmStart:
                         await writes.acquire()
                         job = Deferred.fromCoroutine(self._unpack(entry, stored))
                         job.addBoth(lambda _: writes.release())
-                        jobs.append(job)
+                        jobs.append(_shielded(job))
             finally:
                 await close_body(body)
         except NotFound:
@@ -244,8 +255,12 @@ class WarmStart:
 
     async def _unpack(self, entry: ManifestEntry, stored: bytes) -> None:
         result: Entry | None = None
+        # Marked first: a get may see the entry locally before this returns.
+        self._fetched.add(entry.action_id)
+        job = self._thread(_write_entry, self._local, entry, stored)
+        self._writes.add(job)
         try:
-            result = await self._thread(_write_entry, self._local, entry, stored)
+            result = await job
         except (codec.CorruptObject, codec.UnknownCompression) as e:
             self.stats.corrupt += 1
             self._bad_entries.add(entry.action_id)
@@ -255,7 +270,12 @@ class WarmStart:
         else:
             self.stats.prefetched += 1
             self.stats.bytes_down += entry.ref.length if entry.ref is not None else 0
-            self._stored()
+            if not self._stopped:
+                self._stored()
+        finally:
+            self._writes.discard(job)
+            if result is None:
+                self._fetched.discard(entry.action_id)
         self._resolve(entry.action_id, result)
 
     def _resolve(self, action_id: bytes, entry: Entry | None) -> None:
@@ -301,9 +321,13 @@ class WarmStart:
         return True
 
     def _check_stalled(self) -> None:
-        if self._clock.seconds() - self._progress >= self._wait and not self._abandoned:
+        # One slow answer only sends its get down the per-object path; a
+        # prefetch is given up after STALLED waits without a byte (a busy
+        # machine answers late, and giving up costs every later get).
+        idle = self._clock.seconds() - self._progress
+        if idle >= STALLED * self._wait and not self._abandoned:
             self._abandoned = True
-            _log.warn("Prefetch stalled, gets take the per-object path", waited=f"{self._wait:.3f}s")
+            _log.warn("Prefetch stalled, gets take the per-object path", idle=f"{idle:.3f}s")
             self.stop()
 
     def stop(self) -> None:
@@ -314,6 +338,13 @@ class WarmStart:
         if self._job is not None and not self._job.called:
             self._job.cancel()
         self._release_all()
+
+    def fetched(self, action_id: bytes) -> bool:
+        """
+        Whether the prefetch wrote C{action_id}'s entry this run (a local
+        hit on it is counted as a remote hit).
+        """
+        return action_id in self._fetched
 
     # recording
 
@@ -334,8 +365,16 @@ class WarmStart:
         The close hook: write the delta pack(s) and the manifest when they
         changed meaningfully.  Never raises.
         """
+        known = self.stats.manifest in ("none", "found", "corrupt")
         self.stop()
-        if not self._write:
+        self._stopped = True
+        if self._writes:
+            # Entries still being written: their meta files are ours to save now.
+            await DeferredList(list(self._writes), consumeErrors=True)
+            await self._thread(self._local.flush)
+        if not self._write or not known:
+            # Without knowing what the store holds (the read never ended),
+            # writing could replace a good manifest with a colder one.
             return
         try:
             await self._save()
@@ -368,6 +407,22 @@ class WarmStart:
         manifest = Manifest(packs={p: sizes[p] for p in sizes if p in live}, entries=entries)
         await self._store.put_blob(self._name, await self._thread(encode, manifest))
         self.stats.manifest_written = True
+
+
+def _shielded(job: Deferred[None]) -> Deferred[None]:
+    """
+    A Deferred that fires with C{job} but whose cancellation leaves C{job}
+    running: an entry being written in a thread is finished (and counted)
+    even when the prefetch is stopped meanwhile.
+    """
+    view: Deferred[None] = Deferred()
+
+    def forward(result: object) -> None:
+        if not view.called:
+            view.callback(None)
+
+    job.addBoth(forward)
+    return view
 
 
 def _placed(entry: ManifestEntry, refs: Mapping[bytes, PackRef]) -> ManifestEntry:

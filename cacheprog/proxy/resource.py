@@ -34,9 +34,22 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, Unavailable, UploadObject
+from cacheprog.codec import MAX_OBJECT
+from cacheprog.interfaces import (
+    BlobStore,
+    NotFound,
+    RemoteObject,
+    RemoteStore,
+    ThreadRunner,
+    Unavailable,
+    UploadObject,
+)
 from cacheprog.log import Logger
+from cacheprog.proxy.access import Tokens
+from cacheprog.proxy.channel import GuardedChannel
 from cacheprog.remote import httpcontract as contract
+from cacheprog.remote.base import close_body as close_stream
+from cacheprog.remote.base import one_chunk
 
 _log = Logger("proxy")
 
@@ -51,6 +64,15 @@ IDLE_TIMEOUT = 300
 IN_MEMORY_BODY = 100_000
 
 METHODS = (b"GET", b"HEAD", b"PUT")
+#: Bodies on other paths than the storage (metrics pushes) stop here.
+MAX_OTHER_BODY = 16 << 20
+#: Connections open at once, at most (more wait for a free one: refused).
+MAX_CONNECTIONS = 4096
+_CACHE = contract.CACHE_SEGMENT.encode("ascii")
+#: Paths whose reads and writes the tokens guard (objects; manifests and packs).
+_STORED = (_CACHE, contract.BLOB_SEGMENT.encode("ascii"))
+#: No tokens: anyone who reaches the proxy may read and write.
+OPEN = Tokens()
 
 
 class WebRequest(Protocol):
@@ -323,6 +345,9 @@ class StorageResource(_Resource):
             size = contract.parse_size(contract.UNCOMPRESSED_SIZE, _header(request, contract.UNCOMPRESSED_SIZE))
         except contract.ContractError as e:
             return plain(request, 400, str(e))
+        problem = _lie(compression, output_id, sha256)
+        if problem:
+            return plain(request, 400, problem)
         content = request.content
         got_md5, got_sha256, got_size = _digests(content)
         if got_size != length:
@@ -333,12 +358,12 @@ class StorageResource(_Resource):
             return plain(request, 400, f"{contract.SHA256_SUM} does not match the body")
 
         async def store() -> None:
-            if length >= BIG and self._thread is not None:
-                data = await self._thread(_read_all, content)
+            if length >= BIG:
+                # Big bodies stay in their temp file: a 1 GiB PUT must not
+                # be a 1 GiB process.
+                obj = UploadObject(key, output_id, size, compression, b"", md5, sha256, file=content, file_size=length)
             else:
-                data = _read_all(content)
-            obj = UploadObject(key, output_id, size, compression, data, md5, sha256)
-            del data
+                obj = UploadObject(key, output_id, size, compression, _read_all(content), md5, sha256)
             try:
                 await self._store.put(obj)
             except Unavailable:
@@ -360,6 +385,72 @@ class StorageResource(_Resource):
         How many store calls are in progress.
         """
         return len(self._running)
+
+
+class BlobResource(StorageResource):
+    """
+    C{GET} (with or without one C{Range}) and C{PUT} of C{/manifests/v1/<hex>}
+    and C{/packs/v1/<hex>} below where it is mounted (the warm start's run
+    manifests and packs), over a store that holds named objects.
+    """
+
+    isLeaf = True
+
+    def __init__(self, blobs: BlobStore, run_in_thread: ThreadRunner | None = None) -> None:
+        _Resource.__init__(self)
+        self._blobs = blobs
+        self._thread = run_in_thread
+        self._running = set()
+
+    def render(self, request: WebRequest) -> bytes | int:
+        try:
+            name = contract.parse_blob_name(list(request.postpath))
+            wanted = contract.parse_range(_header(request, "Range"))
+        except contract.ContractError as e:
+            return plain(request, 404 if request.method == b"GET" else 400, str(e))
+        if request.method == b"GET":
+            return self._start(request, self._get_blob(request, name, wanted))
+        if request.method == b"PUT":
+            return self._put_blob(request, name)
+        request.setHeader(b"allow", b"GET, PUT")
+        return plain(request, 405, "Method Not Allowed")
+
+    async def _get_blob(self, request: WebRequest, name: str, wanted: tuple[int, int] | None) -> None:
+        try:
+            if wanted is None:
+                body: Any = one_chunk(await self._blobs.get_blob(name))
+            else:
+                body = await self._blobs.get_range(name, *wanted)
+        except NotFound:
+            request.write(plain(request, 404))
+            request.finish()
+            return
+        request.setHeader(b"content-type", b"application/octet-stream")
+        if wanted is not None:
+            # The stored size is not known here: the range is sent chunked.
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", f"bytes {wanted[0]}-{wanted[1] - 1}/*".encode("ascii"))
+        try:
+            async for chunk in body:
+                request.write(chunk)
+        finally:
+            await close_stream(body)
+        request.finish()
+
+    def _put_blob(self, request: WebRequest, name: str) -> bytes | int:
+        content = request.content
+        content.seek(0, 2)
+        size = content.tell()
+        if size > contract.BLOB_LIMIT:
+            return plain(request, 413, f"larger than {contract.BLOB_LIMIT} bytes")
+
+        async def store() -> None:
+            data = await self._thread(_read_all, content) if self._thread is not None else _read_all(content)
+            await self._blobs.put_blob(name, data)
+            request.write(plain(request, 200))
+            request.finish()
+
+        return self._start(request, store())
 
 
 class HealthResource(_Resource):
@@ -434,6 +525,61 @@ class _Root(_Resource):
         return plain(request, 404, "404 page not found")
 
 
+def _connection_cap(wanted: int) -> int:
+    """
+    C{wanted}, but below the open-file limit (files, upstream connections
+    and the listening socket need descriptors too).
+    """
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(8, min(wanted, soft - 16))
+
+
+def _lie(compression: str, output_id: bytes, sha256: bytes) -> str:
+    """
+    Why a PUT can never be a good object: a raw body is the output itself,
+    so its SHA-256 must be its OutputID (clients would miss on it for ever).
+    """
+    if compression == "" and sha256 != output_id:
+        return f"{contract.SHA256_SUM} of a raw body must equal its {contract.OUTPUT_ID}"
+    return ""
+
+
+def screen_storage(method: bytes, headers: Any, length: int | None) -> tuple[int, str] | None:
+    """
+    What can be refused of a storage request from its headers alone (before
+    its body is read): a PUT without a length or beyond the largest object,
+    with missing or malformed storage headers, or a raw body that cannot be
+    its OutputID.
+    """
+    if method != b"PUT":
+        return None
+    if length is None:
+        return 411, "a PUT needs a Content-Length"
+    if length > MAX_OBJECT:
+        return 413, f"objects are limited to {MAX_OBJECT} bytes"
+
+    def get(name: str) -> str | None:
+        values = headers.getRawHeaders(name.encode("latin-1"))
+        return values[0].decode("latin-1") if values else None
+
+    try:
+        output_id = contract.parse_hex(contract.OUTPUT_ID, get(contract.OUTPUT_ID), contract.ID_SIZE)
+        contract.parse_hex(contract.MD5_SUM, get(contract.MD5_SUM), contract.MD5_SIZE)
+        sha256 = contract.parse_hex(contract.SHA256_SUM, get(contract.SHA256_SUM), contract.ID_SIZE)
+        compression = contract.parse_compression(get(contract.COMPRESSION))
+        size = contract.parse_size(contract.UNCOMPRESSED_SIZE, get(contract.UNCOMPRESSED_SIZE))
+    except contract.ContractError as e:
+        return 400, str(e)
+    if size > MAX_OBJECT:
+        return 413, f"objects are limited to {MAX_OBJECT} bytes"
+    problem = _lie(compression, output_id, sha256)
+    return (400, problem) if problem else None
+
+
 class _TrackedRequest(server.Request):
     """
     A request that its L{ProxySite} knows about from its headers to its end,
@@ -450,17 +596,81 @@ class _TrackedRequest(server.Request):
 class ProxySite(Site):
     """
     The proxy's site: hashes request bodies as they arrive, keeps track of
-    requests in progress, and logs no access lines.
+    requests in progress, logs no access lines; its connections
+    (L{GuardedChannel}) have header and body deadlines, and requests are
+    screened from their headers (tokens, storage headers, sizes) before any
+    body byte is read.  At most C{max_connections} are open at once.
     """
 
-    def __init__(self, resource: IResource, reactor: Any = None, timeout: float = IDLE_TIMEOUT) -> None:
+    protocol = GuardedChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: Any = None,
+        timeout: float = IDLE_TIMEOUT,
+        tokens: Tokens = OPEN,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             resource, requestFactory=_TrackedRequest, reactor=reactor, timeout=timeout
         )
         self.noisy = False
         self.displayTracebacks = False
+        self.tokens = tokens
+        self.max_connections = _connection_cap(max_connections)
+        #: The listening port (set by the service): paused while full.
+        self.port: Any = None
+        self._paused = False
+        #: Seconds a request's headers may take (L{GuardedChannel}).
+        self.header_timeout = GuardedChannel.header_timeout
+        self._channels: set[Any] = set()
         self._active: set[Any] = set()
         self._idle: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self._channels) >= self.max_connections:
+            _log.warn("Too many connections, refusing one", open=len(self._channels), peer=str(addr))
+            return None
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        channel.header_timeout = self.header_timeout
+        return channel
+
+    def channel_opened(self, channel: Any) -> None:
+        self._channels.add(channel)
+        if len(self._channels) >= self.max_connections and self.port is not None and not self._paused:
+            # Full: new clients wait in the kernel's backlog, not refused.
+            self._paused = True
+            self.port.stopReading()
+
+    def channel_closed(self, channel: Any) -> None:
+        self._channels.discard(channel)
+        if len(self._channels) < self.max_connections and self._paused:
+            self._paused = False
+            if self.port is not None and getattr(self.port, "connected", True):
+                self.port.startReading()
+
+    @property
+    def connections(self) -> int:
+        return len(self._channels)
+
+    def screen(self, method: bytes, path: bytes, headers: Any, length: int | None) -> tuple[int, str] | None:
+        """
+        Refuse a request from its headers, or None to let it in (see
+        L{GuardedChannel}).
+        """
+        segment = path.split(b"?", 1)[0].lstrip(b"/").split(b"/")[0]
+        if segment not in _STORED:
+            if length is not None and length > MAX_OTHER_BODY:
+                return 413, f"bodies here are limited to {MAX_OTHER_BODY} bytes"
+            return None
+        values = headers.getRawHeaders(b"authorization")
+        refusal = self.tokens.refusal(method, values[0] if values else None)
+        if refusal is not None or segment != _CACHE:
+            if refusal is None and length is not None and length > MAX_OBJECT:
+                return 413, f"bodies are limited to {MAX_OBJECT} bytes"
+            return refusal
+        return refusal or screen_storage(method, headers, length)
 
     def getContentFile(self, length: int | None) -> HashingFile:
         return HashingFile(_content_file(length))
@@ -507,6 +717,15 @@ class ProxySite(Site):
             _abort(request)
         return len(left)
 
+    def cut(self) -> None:
+        """
+        End a L{drain} now (its requests are cut off).
+        """
+        idle, self._idle = self._idle, []
+        for d in idle:
+            if not d.called:
+                d.callback(None)
+
 
 def build_site(
     store: RemoteStore,
@@ -516,6 +735,8 @@ def build_site(
     metrics: IResource | None = None,
     metricsproxy: IResource | None = None,
     timeout: float = IDLE_TIMEOUT,
+    tokens: Tokens = OPEN,
+    blobs: BlobStore | None = None,
 ) -> ProxySite:
     """
     The proxy's site over C{store}.
@@ -531,4 +752,6 @@ def build_site(
     root.putChild(b"metrics", ExactPath(metrics) if metrics is not None else MetricsResource())
     if metricsproxy is not None:
         root.putChild(b"metricsproxy", ExactPath(metricsproxy))
-    return ProxySite(root, reactor=reactor, timeout=timeout)
+    if blobs is not None:
+        root.putChild(contract.BLOB_SEGMENT.encode("ascii"), BlobResource(blobs, run_in_thread))
+    return ProxySite(root, reactor=reactor, timeout=timeout, tokens=tokens)

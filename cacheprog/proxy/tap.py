@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -33,7 +33,8 @@ from twisted.web.resource import IResource
 
 from cacheprog import config as _config
 from cacheprog import log
-from cacheprog.interfaces import RemoteStore, ThreadRunner
+from cacheprog.interfaces import BlobStore, RemoteStore, ThreadRunner
+from cacheprog.proxy.access import Tokens
 from cacheprog.remote import factory
 
 _log = log.Logger("proxy")
@@ -134,6 +135,7 @@ class Options(usage.Options):
             self.config = _config.parse(self.argv(), self.environ)
             self.plan = factory.check(self.config, self.environ)
             self.endpoint = endpoint_description(self.config.text("listen-address"))
+            tokens(self.config, self.environ)
         except _config.ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -204,6 +206,8 @@ class ProxyService(Service):
 
     def _listened(self, port: Any) -> None:
         self.port = port
+        if hasattr(self.site, "port") and hasattr(port, "stopReading"):
+            self.site.port = port
         _log.info("Listening", address=_address(port))
 
     def _not_listening(self, failure: Failure) -> None:
@@ -217,6 +221,8 @@ class ProxyService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if hasattr(self.site, "port"):
+            self.site.port = None  # never resumed once it stops listening
         if self.port is not None:
             port, self.port = self.port, None
             await maybeDeferred(port.stopListening)
@@ -267,6 +273,8 @@ def make_service(
 
     runner = run_in_thread if run_in_thread is not None else thread_runner(reactor)
     store: RemoteStore = factory.build(plan, reactor, runner)
+    # The backend itself (before the breaker and metrics wrap it) serves /blob/.
+    blobs = cast("BlobStore", store) if hasattr(store, "get_range") else None
     if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
         from cacheprog.remote.breaker import BreakerStore
 
@@ -275,8 +283,50 @@ def make_service(
         store, metrics = _own_metrics(cfg, store, reactor)
     if metricsproxy is None and cfg.text("metrics-proxy-endpoint"):
         metricsproxy = _metrics_proxy(cfg, reactor)
-    site = build_site(store, reactor=reactor, run_in_thread=runner, metrics=metrics, metricsproxy=metricsproxy)
+    access = tokens(cfg, os.environ)
+    if access.open and not loopback(endpoint):
+        _log.warn(
+            "The proxy listens beyond loopback without a write token: anyone who reaches it can plant "
+            "build outputs (set --proxy-write-token-file or CACHEPROG_PROXY_WRITE_TOKEN)",
+            address=endpoint,
+        )
+    site = build_site(
+        store,
+        reactor=reactor,
+        run_in_thread=runner,
+        metrics=metrics,
+        metricsproxy=metricsproxy,
+        blobs=blobs,
+        tokens=access,
+    )
+    site.header_timeout = cfg.number("proxy-header-timeout")
     return ProxyService(endpoint, site, store, reactor)
+
+
+def tokens(cfg: _config.Config, environ: Mapping[str, str]) -> Tokens:
+    """
+    The proxy's tokens (files or variables).
+
+    @raise _config.ConfigError: naming the file or variable at fault.
+    """
+    from cacheprog.proxy.access import TokenError, load_tokens
+
+    try:
+        return load_tokens(cfg.text("proxy-read-token-file"), cfg.text("proxy-write-token-file"), environ)
+    except TokenError as e:
+        raise _config.ConfigError(str(e)) from None
+
+
+def loopback(endpoint: str) -> bool:
+    """
+    Whether a Twisted endpoint string listens on loopback (or a unix socket) only.
+    """
+    kind, _, rest = endpoint.partition(":")
+    if kind == "unix":
+        return True
+    interface = re.search(r"interface=((?:\\:|[^:])*)", rest)
+    host = interface.group(1).replace("\\:", ":") if interface else ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _own_metrics(cfg: _config.Config, store: RemoteStore, reactor: Any) -> tuple[RemoteStore, IResource]:
@@ -344,6 +394,7 @@ def run(cfg: _config.Config, environ: Mapping[str, str]) -> int:
     try:
         plan = factory.check(cfg, environ)
         endpoint = endpoint_description(cfg.text("listen-address"))
+        tokens(cfg, environ)
     except _config.ConfigError as e:
         sys.stderr.write(f"cacheprog: {e}\nRun 'cacheprog proxy --help' to see every option.\n")
         return 1
@@ -380,5 +431,31 @@ def _serve(cfg: _config.Config, plan: factory.RemotePlan, endpoint: str) -> int:
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
+    _handle_signals(reactor, service)
+    reactor.run(installSignalHandlers=False)
     return 1 if service.failed is not None else 0
+
+
+def _handle_signals(reactor: Any, service: ProxyService) -> None:
+    """
+    SIGINT/SIGTERM: stop, letting requests in progress finish (up to
+    L{DRAIN_TIMEOUT}); a second signal cuts them off at once.  Never a
+    traceback (Twisted's own handler logged ReactorNotRunning for the second).
+    """
+    import signal
+
+    received = [0]
+
+    def handle() -> None:
+        received[0] += 1
+        if received[0] == 1:
+            reactor.stop()
+        elif hasattr(service.site, "cut"):
+            _log.info("Second signal: cutting off requests in progress")
+            service.site.cut()
+
+    def handler(signum: int, frame: object) -> None:
+        reactor.callFromThread(handle)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -5,7 +5,8 @@ objects encoded exactly as in S3: the stored bytes (zstd when smaller) in
 C{<root>/<xx>/<hex(ActionID)>} and, beside them, the metadata the Go
 reference puts in S3 user metadata, in C{<hex(ActionID)>.meta}.
 
-Both files are written to temp names and renamed, data first.  A reader that
+Big objects are read in 1 MiB steps (L{FileBody}), never whole.  Both files
+are written to temp names and renamed, data first.  A reader that
 races a writer may pair new data with old metadata; the core's SHA-256 check
 then turns that into a miss, never into wrong content.
 """
@@ -17,15 +18,60 @@ import json
 import os
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
+from typing import IO
 
-from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
-from cacheprog.local import write_atomic
+from cacheprog.interfaces import Body, NotFound, RemoteObject, ThreadRunner, UploadObject
+from cacheprog.local import copy_atomic, write_atomic
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
 #: Objects below this size are read on the reactor thread.
 INLINE_LIMIT = 256 * 1024
 #: Ranged reads of packs come in chunks of this size.
 RANGE_CHUNK = 1 << 20
+
+
+#: Big objects are read in steps of this size (memory stays bounded).
+READ_STEP = 1 << 20
+
+
+def _read_all(f: IO[bytes]) -> bytes:
+    with f:
+        return f.read()
+
+
+class FileBody:
+    """
+    A stored file as an object body: read in L{READ_STEP} steps in the
+    thread pool, so serving a 1 GiB object (through the proxy, to a stalled
+    reader) holds a step, not the object.  L{aclose} closes the file.
+    """
+
+    def __init__(self, f: IO[bytes], run_in_thread: ThreadRunner) -> None:
+        self._file: IO[bytes] | None = f
+        self._thread = run_in_thread
+
+    def __aiter__(self) -> FileBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._file is None:
+            raise StopAsyncIteration
+        chunk: bytes = await self._thread(self._file.read, READ_STEP)
+        if not chunk:
+            self._close()
+            raise StopAsyncIteration
+        return chunk
+
+    def _close(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+    async def aclose(self) -> None:
+        self._close()
+
+    def __del__(self) -> None:
+        self._close()
 
 
 class DirectoryStore(BulkGet):
@@ -70,20 +116,24 @@ class DirectoryStore(BulkGet):
         try:
             with open(meta_path, "rb") as f:
                 meta = json.loads(f.read())
-            with open(data_path, "rb") as f:
-                data = f.read()
-                mtime = os.fstat(f.fileno()).st_mtime
+            data = open(data_path, "rb")  # noqa: SIM115 - closed by the body
         except FileNotFoundError:
             raise NotFound(action_id.hex()) from None
-        output_id = base64.b64decode(meta["output_id"])
-        size = int(meta.get("uncompressed_size") or 0) or len(data)
+        try:
+            st = os.fstat(data.fileno())
+            body: Body = one_chunk(_read_all(data)) if st.st_size < INLINE_LIMIT else FileBody(data, self._thread)
+            output_id = base64.b64decode(meta["output_id"])
+            size = int(meta.get("uncompressed_size") or 0) or st.st_size
+        except BaseException:
+            data.close()
+            raise
         return RemoteObject(
             output_id=output_id,
             size=size,
-            mtime=datetime.fromtimestamp(mtime, tz=timezone.utc),
+            mtime=datetime.fromtimestamp(st.st_mtime, tz=timezone.utc),
             compression=meta.get("compression_algorithm", ""),
-            stored_size=len(data),
-            body=one_chunk(data),
+            stored_size=st.st_size,
+            body=body,
         )
 
     async def put(self, obj: UploadObject) -> None:
@@ -95,12 +145,16 @@ class DirectoryStore(BulkGet):
         try:
             with open(meta_path, "rb") as f:
                 same = json.loads(f.read()) == meta
-            if same and os.stat(data_path).st_size == len(obj.data):
+            if same and os.stat(data_path).st_size == obj.stored_size:
                 return
         except (OSError, ValueError):
             pass
         os.makedirs(directory, exist_ok=True)
-        write_atomic(directory, data_path, obj.data)
+        payload = obj.payload()
+        if isinstance(payload, bytes):
+            write_atomic(directory, data_path, payload)
+        else:
+            copy_atomic(directory, data_path, payload)
         write_atomic(directory, meta_path, json.dumps(meta).encode("ascii"))
 
     # manifests and packs

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_factory -*-
+# -*- test-case-name: tests.unit.test_plugin,tests.unit.test_readthrough,tests.unit.test_aws_conventions -*-
 """
 From configuration to a remote store, in two steps: L{check} validates
 everything a user can get wrong (cheap, before the handshake, imports
@@ -46,7 +46,8 @@ def check(config: Config, environ: Mapping[str, str]) -> RemotePlan:
             raise ConfigError(f"cannot use {config.source('dir-storage-root')}={root!r}: {e}") from None
         if not os.access(root, os.W_OK | os.X_OK):
             raise ConfigError(f"{config.source('dir-storage-root')}={root!r} is not writable")
-        return RemotePlan(kind, {"root": os.path.abspath(root)})
+        read_roots = [os.path.abspath(r) for r in config.items("dir-read-roots") if r.strip()]
+        return RemotePlan(kind, {"root": os.path.abspath(root), "read_roots": read_roots})
     if kind == "s3":
         from cacheprog.remote.s3config import check_s3
 
@@ -69,11 +70,13 @@ def build(plan: RemotePlan, reactor: Any, run_in_thread: Any) -> Any:
 
         store = DirectoryStore(plan.options["root"], run_in_thread)
         store.probe()
-        return store
+        trusted = [DirectoryStore(r, run_in_thread) for r in plan.options.get("read_roots", [])]
+        return _read_through(store, trusted)
     if plan.kind == "s3":
         from cacheprog.remote.s3 import build_s3_store
 
-        return build_s3_store(plan.options, reactor, run_in_thread)
+        s3 = build_s3_store(plan.options, reactor, run_in_thread)
+        return _read_through(s3, [s3.sibling(p) for p in s3.settings.read_prefixes])
     if plan.kind == "http":
         from cacheprog.remote.http import build_http_store
 
@@ -85,3 +88,14 @@ def build(plan: RemotePlan, reactor: Any, run_in_thread: Any) -> Any:
     from cacheprog.remote.disabled import DisabledStore
 
     return DisabledStore()
+
+
+def _read_through(store: Any, trusted: list[Any]) -> Any:
+    """
+    C{store}, reading C{trusted} stores after it when there are any.
+    """
+    if not trusted:
+        return store
+    from cacheprog.remote.readthrough import ReadThroughStore
+
+    return ReadThroughStore(store, trusted)

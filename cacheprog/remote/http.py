@@ -22,7 +22,8 @@ request whatever the caller's limits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
@@ -32,7 +33,7 @@ from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.log import Logger
 from cacheprog.remote import body as _body
 from cacheprog.remote import httpcontract as contract
-from cacheprog.remote.base import BulkGet
+from cacheprog.remote.base import BulkGet, trimmed
 from cacheprog.remote.pool import cancelled
 
 if TYPE_CHECKING:
@@ -109,7 +110,9 @@ class HTTPStore(BulkGet):
         _log.info("Configuring HTTP storage with base URL", baseURL=base_url)
         return cls(base_url, headers, client, reactor, pool)
 
-    async def _request(self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | None = None) -> Any:
+    async def _request(
+        self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | IO[bytes] | None = None
+    ) -> Any:
         try:
             return await self._send(method, action_id, headers, data)
         except (ResponseNeverReceived, RequestTransmissionFailed) as e:
@@ -118,11 +121,13 @@ class HTTPStore(BulkGet):
                 raise CancelledError() from None
             raise
 
-    def _send(self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | None) -> Deferred[Any]:
+    def _send(
+        self, method: str, action_id: bytes, headers: dict[str, str], data: bytes | IO[bytes] | None
+    ) -> Deferred[Any]:
         all_headers = dict(self._headers)
         all_headers.update(headers)
         kwargs: dict[str, Any] = {"headers": all_headers, "unbuffered": True}
-        if data:
+        if data is not None and (not isinstance(data, bytes) or data):
             kwargs["data"] = data
         if self._reactor is not None:
             kwargs["reactor"] = self._reactor
@@ -172,7 +177,53 @@ class HTTPStore(BulkGet):
             contract.COMPRESSION: obj.compression,
             contract.UNCOMPRESSED_SIZE: str(obj.size),
         }
-        response = await self._request("PUT", obj.action_id, headers, obj.data)
+        response = await self._request("PUT", obj.action_id, headers, obj.payload())
+        body = await read_prefix(response)
+        if not 200 <= response.code < 300:
+            raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")
+
+    # manifests and packs
+
+    async def _blob_request(self, method: str, name: str, headers: dict[str, str], data: bytes | None = None) -> Any:
+        all_headers = {**self._headers, **headers}
+        kwargs: dict[str, Any] = {"headers": all_headers, "unbuffered": True}
+        if data is not None:
+            kwargs["data"] = data
+        if self._reactor is not None:
+            kwargs["reactor"] = self._reactor
+        try:
+            return await self._client.request(method, contract.blob_url(self.base_url, name), **kwargs)
+        except (ResponseNeverReceived, RequestTransmissionFailed) as e:
+            if cancelled(e):
+                raise CancelledError() from None
+            raise
+
+    async def get_blob(self, name: str) -> bytes:
+        body = await self._blob_body(name, {})
+        return b"".join([chunk async for chunk in body])
+
+    async def get_range(self, name: str, start: int, stop: int) -> AsyncIterator[bytes]:
+        return await self._blob_body(name, {"Range": f"bytes={start}-{stop - 1}"}, start, stop)
+
+    async def _blob_body(
+        self, name: str, headers: dict[str, str], start: int = 0, stop: int = -1
+    ) -> AsyncIterator[bytes]:
+        response = await self._blob_request("GET", name, headers)
+        if response.code == 404:
+            await read_prefix(response)
+            raise NotFound(name)
+        if response.code not in (200, 206):
+            body = await read_prefix(response)
+            raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")
+        stream = _body.BodyStream(
+            response, clock=self._reactor, read_timeout=self.read_timeout if self._reactor else 0.0, error=_broken
+        )
+        if response.code == 200 and stop >= 0:
+            return trimmed(stream, start, stop - start)
+        return stream
+
+    async def put_blob(self, name: str, data: bytes) -> None:
+        response = await self._blob_request("PUT", name, {}, data)
         body = await read_prefix(response)
         if not 200 <= response.code < 300:
             raise HTTPStorageError(f"unexpected status code: {response.code}, body: {body!r}")

@@ -41,6 +41,10 @@ from cacheprog.config import Config, ConfigError
 
 #: The path segment under which objects live.
 CACHE_SEGMENT = "cache"
+#: The path segment under which run manifests and packs live (warm start).
+BLOB_SEGMENT = "blob"
+#: The largest manifest or pack a PUT may carry.
+BLOB_LIMIT = 128 << 20
 
 OUTPUT_ID = "X-Cacheprog-OutputID"
 MD5_SUM = "X-Cacheprog-MD5Sum"
@@ -78,6 +82,45 @@ def object_url(base_url: str, action_id: bytes) -> str:
     path = parts.path[:-1] if parts.path.endswith("/") else parts.path
     path = f"{path}/{CACHE_SEGMENT}/{action_id.hex()}"
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def blob_url(base_url: str, name: str) -> str:
+    """
+    The URL of a run manifest or pack: C{{base}/blob/{name}}.
+    """
+    parts = urlsplit(base_url)
+    path = parts.path[:-1] if parts.path.endswith("/") else parts.path
+    return urlunsplit((parts.scheme, parts.netloc, f"{path}/{BLOB_SEGMENT}/{name}", parts.query, ""))
+
+
+_BLOB = re.compile(r"(?:manifests|packs)/v1/[0-9a-f]{64}")
+
+
+def parse_blob_name(segments: list[bytes]) -> str:
+    """
+    The manifest or pack named by the path segments after C{/blob/}:
+    C{manifests/v1/<64 hex>} or C{packs/v1/<64 hex>}, nothing else.
+
+    @raise ContractError: for any other path.
+    """
+    name = "/".join(s.decode("latin-1") for s in segments)
+    if not _BLOB.fullmatch(name):
+        raise ContractError(f"invalid blob name {name[:100]!r}: expected manifests/v1/<hex> or packs/v1/<hex>")
+    return name
+
+
+def parse_range(value: str | None) -> tuple[int, int] | None:
+    """
+    C{Range: bytes=<first>-<last>} as C{(start, stop)}; None without one.
+
+    @raise ContractError: for any other form (one closed range only).
+    """
+    if value is None:
+        return None
+    match = re.fullmatch(r"bytes=([0-9]{1,19})-([0-9]{1,19})", value.strip())
+    if match is None or int(match.group(2)) < int(match.group(1)):
+        raise ContractError(f"unsupported Range {value[:60]!r}: use bytes=<first>-<last>")
+    return int(match.group(1)), int(match.group(2)) + 1
 
 
 def parse_key(segment: str | bytes) -> bytes:

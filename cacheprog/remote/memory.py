@@ -62,7 +62,7 @@ class MemoryStore(BulkGet):
             output_id=obj.output_id,
             size=obj.size,
             compression=obj.compression,
-            data=obj.data,
+            data=obj.read(),
             mtime=datetime.now(timezone.utc),
         )
 

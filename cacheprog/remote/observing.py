@@ -97,7 +97,7 @@ class ObservingStore:
             self._metrics.storage_error(REMOTE, PUT)
             raise
         self._took(PUT, started)
-        self._metrics.object_ok(REMOTE, PUT, len(obj.data))
+        self._metrics.object_ok(REMOTE, PUT, obj.stored_size)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -72,9 +72,7 @@ class TimedClient:
         inner: Deferred[Any] = self._inner.request(method, url, **kwargs)
         if self.timeouts.read <= 0:
             return inner
-        data = kwargs.get("data")
-        size = len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 0
-        return _with_timeout(inner, self.clock, self.timeouts.read + size / RATE_FLOOR)
+        return _with_timeout(inner, self.clock, self.timeouts.read + _length(kwargs.get("data")) / RATE_FLOOR)
 
     def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
         return self.request("GET", url, **kwargs)
@@ -84,6 +82,21 @@ class TimedClient:
 
     def post(self, url: str, **kwargs: Any) -> Deferred[Any]:
         return self.request("POST", url, **kwargs)
+
+
+def _length(data: object) -> int:
+    """
+    The size of a request body: bytes, or a file (measured by seeking).
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    seek, tell = getattr(data, "seek", None), getattr(data, "tell", None)
+    if seek is None or tell is None:
+        return 0
+    start = tell()
+    end = seek(0, 2)
+    seek(start)
+    return int(end) - int(start)
 
 
 def _with_timeout(inner: Deferred[Any], clock: IReactorTime, seconds: float) -> Deferred[Any]:
@@ -123,6 +136,7 @@ def build_client(
     per_host: int = 16,
     idle_timeout: float = 90.0,
     timeouts: Timeouts = Timeouts(),
+    direct: bool = False,
 ) -> tuple[TimedClient, Any]:
     """
     A client over a new pool, and the pool (close it with
@@ -130,14 +144,23 @@ def build_client(
 
     @param per_host: idle connections kept per host.
     @param idle_timeout: seconds an idle pooled connection is kept.
+    @param direct: for callers that build plain ASCII URLs and read Twisted
+        responses: skip treq (L{cacheprog.remote.directclient}).
     """
-    from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=persistent)  # type: ignore[no-untyped-call]
     pool.maxPersistentPerHost = per_host
     pool.cachedConnectionTimeout = idle_timeout  # type: ignore[assignment]
-    agent = Agent(reactor, pool=pool, connectTimeout=timeouts.connect or None)  # type: ignore[no-untyped-call]
+    connect = timeouts.connect or None
+    if direct:
+        from cacheprog.remote.directclient import DirectClient, direct_agent
+
+        return TimedClient(DirectClient(direct_agent(reactor, pool, connect)), reactor, timeouts), pool
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent
+
+    agent = Agent(reactor, pool=pool, connectTimeout=connect)  # type: ignore[no-untyped-call]
     return TimedClient(HTTPClient(agent), reactor, timeouts), pool
 
 

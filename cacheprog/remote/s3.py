@@ -31,18 +31,21 @@ after signing, so that header is never signed (the GCS rewrite of it, aws-sdk-go
 #1816, cannot break our signatures).
 
 Retries (the reference has none): 5xx, 429 and connection failures are tried
-again C{retries} times with C{backoff} delays, inside the core's get/put
+again C{retries} times with C{backoff} delays (jittered: L{S3Store.jittered}), inside the core's get/put
 timeouts.  Cancelling the Deferred of a get or put (what the core's timeouts
 do) aborts the request in flight or the backoff wait.
 
-Region (C{--s3-region} empty): detected once, lazily, by the first request
+Region: C{--s3-region}, else C{AWS_REGION}, then C{AWS_DEFAULT_REGION} (the
+SDKs' order), used without a probe; a bucket that answers a redirect naming
+another region (C{x-amz-bucket-region}) corrects an environment region once.
+With none of them: detected once, lazily, by the first request
 (never before the handshake, never on a path where nobody needs it):
 GetBucketLocation signed for us-east-1, sent to the configured endpoint with
 the same addressing (a custom or C{minio+} endpoint is never sent to AWS),
 with a C{region_timeout} (2 s) budget.  If it gives no answer, the
 C{x-amz-bucket-region} header of that answer or of a HeadBucket is used.
-Failing that: C{AWS_REGION}, C{AWS_DEFAULT_REGION}, the botocore profile's
-region, C{us-east-1}, with a warning.  The C{LocationConstraint} element is
+Failing that: the botocore profile's region, C{us-east-1}, with a warning.
+The C{LocationConstraint} element is
 found wherever it sits in the XML (SeaweedFS wraps it in a non-standard root).
 """
 
@@ -50,14 +53,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import os
 import random as _random
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import IO, Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -67,20 +72,23 @@ from cacheprog import __version__
 from cacheprog.concurrency import Shared
 from cacheprog.interfaces import NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
+from cacheprog.presence import Listing
 from cacheprog.remote import body as _body
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata, trimmed
 from cacheprog.remote.credentials import CredentialsError, CredentialSource, default_region
 from cacheprog.remote.s3config import DEFAULT_REGION, S3Settings, named_key, object_key
+from cacheprog.remote.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, Signer
 
 _log = Logger("s3")
 T = TypeVar("T")
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 USER_AGENT = f"cacheprog/{__version__}"
 #: Answers worth another try (throttling and server trouble).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Error bodies are read up to this size (for their code); bigger: aborted.
 ERROR_BODY_LIMIT = 64 * 1024
+#: A page of 1000 keys is about 300 KB of XML.
+LIST_BODY_LIMIT = 4 << 20
 _META = "x-amz-meta-"
 
 
@@ -171,6 +179,36 @@ def parse_location(body: bytes) -> str:
     raise ValueError("no LocationConstraint in the answer")
 
 
+def parse_listing(body: bytes) -> tuple[list[str], str]:
+    """
+    The keys of a ListObjectsV2 page and the token of the next page
+    (C{""}: this was the last).
+    """
+    root = ET.fromstring(body)
+    keys: list[str] = []
+    token = ""
+    truncated = False
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "Key":
+            keys.append(element.text or "")
+        elif tag == "NextContinuationToken":
+            token = element.text or ""
+        elif tag == "IsTruncated":
+            truncated = (element.text or "").strip() == "true"
+    return keys, token if truncated else ""
+
+
+def _action_ids(keys: list[str], prefix: str) -> Iterator[bytes]:
+    for key in keys:
+        name = key[len(prefix) :]
+        if key.startswith(prefix) and len(name) == 64:
+            try:
+                yield bytes.fromhex(name)
+            except ValueError:
+                continue
+
+
 def parse_error(body: bytes) -> tuple[str, str]:
     """
     (code, message) of an S3 error document; C{("", "")} if there is none.
@@ -191,26 +229,6 @@ def parse_error(body: bytes) -> tuple[str, str]:
     return code, message
 
 
-_AUTH: list[Any] = []
-
-
-def _auth_class() -> Any:
-    """
-    botocore's S3 SigV4 signer, taking the payload hash we computed already
-    (the Go reference's precomputed-SHA256 middleware) instead of hashing
-    the body again.
-    """
-    if not _AUTH:
-        from botocore.auth import S3SigV4Auth
-
-        class PrecomputedPayloadAuth(S3SigV4Auth):  # type: ignore[misc]
-            def payload(self, request: Any) -> str:
-                return str(request.context["cacheprog_payload_sha256"])
-
-        _AUTH.append(PrecomputedPayloadAuth)
-    return _AUTH[0]
-
-
 def sign(
     method: str,
     url: str,
@@ -219,6 +237,7 @@ def sign(
     credentials: Any,
     region: str,
     exclude: frozenset[str] = frozenset(),
+    signer: Signer | None = None,
 ) -> dict[str, str]:
     """
     The headers to send for a SigV4-signed request: C{headers} plus
@@ -226,15 +245,15 @@ def sign(
     session token) C{X-Amz-Security-Token}.  Headers named in C{exclude}
     (lowercase) are sent but not signed.
     """
-    from botocore.awsrequest import AWSRequest
-
-    unsigned = {k: v for k, v in headers.items() if k.lower() in exclude}
-    request = AWSRequest(method=method, url=url, headers={k: v for k, v in headers.items() if k not in unsigned})
-    request.context["cacheprog_payload_sha256"] = payload_sha256
-    _auth_class()(credentials, "s3", region).add_auth(request)
-    signed = {str(k): str(v) for k, v in request.headers.items()}
-    signed.update(unsigned)
-    return signed
+    parts = urlsplit(url)
+    host = parts.netloc
+    default_port = ":443" if parts.scheme == "https" else ":80"
+    if host.endswith(default_port):
+        # Twisted leaves the default port out of the Host header it sends.
+        host = host[: -len(default_port)]
+    return (signer or Signer(exclude=exclude)).sign(
+        method, host, parts.path, parts.query, headers, payload_sha256, credentials, region
+    )
 
 
 class _Tracked(Generic[T]):
@@ -382,6 +401,7 @@ class S3Store(BulkGet):
         pool: Any = None,
         environ: Mapping[str, str] | None = None,
         credentials: CredentialSource | None = None,
+        announce: bool = True,
     ) -> None:
         self.settings = settings
         self._client = client
@@ -393,26 +413,52 @@ class S3Store(BulkGet):
         self._pool = pool
         self._environ = os.environ if environ is None else environ
         self._credentials = credentials or CredentialSource(settings, run_in_thread, clock)
-        self._exclude = frozenset(h.lower() for h in settings.exclude_headers_from_signing)
+        self._signer = Signer(exclude=frozenset(h.lower() for h in settings.exclude_headers_from_signing))
+        self._tls = settings.endpoint is None or settings.endpoint.scheme == "https"
         self.region = settings.region or environment_region(self._environ)
         #: The region came from AWS_REGION/AWS_DEFAULT_REGION, not the
         #: user's --s3-region: the bucket's own answer may correct it.
         self._region_from_environment = not settings.region and bool(self.region)
         self._region_job: Shared[str] = Shared(self._detect_region)
+        #: The store whose region this one uses (L{sibling}).
+        self._leader: S3Store | None = None
         #: Uploads skipped because the object was there already.
         self.dedup_skips = 0
         #: Keys this process was just told are absent: their upload needs
         #: no HEAD first (in a cold build nearly every put follows a miss).
         self._absent: set[str] = set()
-        _log.info("Configuring S3 storage", **settings.describe())
+        if announce:
+            _log.info("Configuring S3 storage", **settings.describe())
 
     def key(self, action_id: bytes) -> str:
         return object_key(self.settings.prefix, action_id)
+
+    def sibling(self, prefix: str) -> S3Store:
+        """
+        A store for another prefix of the same bucket, sharing this one's
+        connections, credentials and region (a read-through tier).  Closing
+        it leaves the shared pool to this store.
+        """
+        other = S3Store(
+            dataclasses.replace(self.settings, prefix=prefix, read_prefixes=()),
+            self._client,
+            self._clock,
+            self._thread,
+            environ=self._environ,
+            credentials=self._credentials,
+            announce=False,
+        )
+        other._leader = self
+        return other
 
     # requests
 
     async def _region(self) -> str:
         if self.region:
+            return self.region
+        if self._leader is not None:
+            # One detection per bucket, not per read-through prefix.
+            self.region = await self._leader._region()
             return self.region
         return await self._region_job.wait()
 
@@ -422,7 +468,7 @@ class S3Store(BulkGet):
         key: str,
         operation: str,
         headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
+        data: bytes | IO[bytes] | None = None,
         payload_sha256: str = EMPTY_SHA256,
         query: str = "",
         region: str | None = None,
@@ -443,8 +489,10 @@ class S3Store(BulkGet):
         attempts = 1 + (self.retries if retries is None else retries)
         for attempt in range(attempts):
             final = attempt + 1 >= attempts
-            sent = sign(method, url, headers or {}, payload_sha256, credentials, region, self._exclude)
+            sent = sign(method, url, headers or {}, payload_sha256, credentials, region, signer=self._signer)
             sent["User-Agent"] = USER_AGENT
+            if data is not None and not isinstance(data, bytes):
+                data.seek(0)  # a file body is read again by each attempt
             request = _Tracked(
                 self._client.request(method, url, headers=sent, data=data, unbuffered=True, allow_redirects=False)
             )
@@ -575,20 +623,28 @@ class S3Store(BulkGet):
         meta = reference_metadata(obj)
         if key in self._absent:
             self._absent.discard(key)
-        elif await self._stored_already(key, obj, meta):
+        elif not obj.absent and await self._stored_already(key, obj, meta):
             self.dedup_skips += 1
             return
         headers = {_META + name: value for name, value in meta.items()}
-        headers["x-amz-checksum-sha256"] = base64.b64encode(obj.sha256).decode("ascii")
-        headers["x-amz-sdk-checksum-algorithm"] = "SHA256"
         if self.settings.expiration > 0:
             headers["Expires"] = formatdate(self._clock.seconds() + self.settings.expiration, usegmt=True)
         response = await self._request(
-            "PUT", key, "put object", headers=headers, data=obj.data, payload_sha256=obj.sha256.hex()
+            "PUT", key, "put object", headers=headers, data=obj.payload(), payload_sha256=self._payload_hash(obj)
         )
         if not 200 <= response.code < 300:
             raise await self._error(response, "put object")
         await self._read_small(response)
+
+    def _payload_hash(self, obj: UploadObject) -> str:
+        """
+        Over TLS the body is not hashed at all (TLS already protects it, and
+        every reader checks SHA-256 against the OutputID); over plain HTTP
+        its signed SHA-256 is what S3 checks it against.
+        """
+        if self._tls:
+            return UNSIGNED_PAYLOAD
+        return obj.sha256.hex()
 
     async def _stored_already(self, key: str, obj: UploadObject, meta: Mapping[str, str]) -> bool:
         """
@@ -604,6 +660,37 @@ class S3Store(BulkGet):
             return False
         await self._read_small(response)
         return bool(response.code == 200 and _same_metadata(response_metadata(response.headers), meta))
+
+    # listing
+
+    async def list_keys(self, max_pages: int) -> Listing:
+        """
+        The action IDs under the prefix (ListObjectsV2, 1000 keys a page),
+        at most C{max_pages} pages; incomplete when the cap stopped it.
+        Keys that are not 64 hex digits (manifests, packs) are skipped.
+
+        @raise S3Error: the store refused (no s3:ListBucket) or failed.
+        """
+        from cacheprog.remote.sigv4 import encode_query
+
+        prefix = self.key(bytes(32))[:-64]
+        found: set[bytes] = set()
+        token = ""
+        for _ in range(max_pages):
+            params = {"list-type": "2", "prefix": prefix}
+            if token:
+                params["continuation-token"] = token
+            response = await self._request("GET", "", "list objects", query=encode_query(params))
+            if response.code != 200:
+                raise await self._error(response, "list objects")
+            body = await _body.read_limited(
+                response, LIST_BODY_LIMIT, clock=self._clock, read_timeout=self.read_timeout
+            )
+            keys, token = parse_listing(body)
+            found.update(_action_ids(keys, prefix))
+            if not token:
+                return Listing(frozenset(found), complete=True)
+        return Listing(frozenset(found), complete=False)
 
     # manifests and packs
 
@@ -716,9 +803,10 @@ def build_s3_store(
 ) -> S3Store:
     """
     The store for checked options (L{cacheprog.remote.s3config.check_s3}):
-    a treq client over a persistent pool (32 connections per host).
+    a direct client (no treq, endpoints made once) over a persistent pool
+    (32 connections per host).
     """
     from cacheprog.remote.pool import build_client
 
-    client, pool = build_client(reactor, per_host=32, idle_timeout=90)
+    client, pool = build_client(reactor, per_host=32, idle_timeout=90, direct=True)
     return S3Store(S3Settings(**options), client, reactor, run_in_thread, pool=pool, environ=environ)

@@ -215,6 +215,8 @@ class S3Settings:
     access_key_id: str = ""
     access_key_secret: str = field(default="", repr=False)
     session_token: str = field(default="", repr=False)
+    #: Trusted prefixes read after C{prefix}, never written (rendered).
+    read_prefixes: tuple[str, ...] = ()
 
     def path_style(self) -> bool:
         """
@@ -256,7 +258,7 @@ class S3Settings:
             # No user info, query or fragment: they may carry tokens.
             parts = urlsplit(self.credentials_endpoint)
             endpoint = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-        return {
+        described: dict[str, object] = {
             "region": self.region or "(detect)",
             "bucket": self.bucket,
             "prefix": self.prefix,
@@ -269,6 +271,17 @@ class S3Settings:
             if self.access_key_id
             else ("endpoint" if self.credentials_endpoint else "default chain"),
         }
+        if self.read_prefixes:
+            described["read_prefixes"] = ",".join(self.read_prefixes)
+        return described
+
+
+def _same_prefix(a: str, b: str) -> bool:
+    """
+    Do two prefixes name the same keys (C{path.Join} rules)?
+    """
+    probe = b"\0" * 32
+    return object_key(a, probe) == object_key(b, probe)
 
 
 def _endpoint_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, str]:
@@ -306,6 +319,15 @@ def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
         prefix = render_prefix(config.text("s3-prefix"), environ, go_os(), go_arch())
     except ValueError as e:
         raise ConfigError(f"invalid value for {config.source('s3-prefix')}: {e}") from None
+    read_prefixes = []
+    for template in config.items("s3-read-prefixes"):
+        try:
+            rendered = render_prefix(template.strip(), environ, go_os(), go_arch())
+        except ValueError as e:
+            raise ConfigError(f"invalid value for {config.source('s3-read-prefixes')}: {e}") from None
+        if _same_prefix(rendered, prefix):
+            continue
+        read_prefixes.append(rendered)
     credentials_endpoint = config.text("s3-credentials-endpoint").strip()
     if credentials_endpoint:
         parts = urlsplit(credentials_endpoint)
@@ -334,4 +356,5 @@ def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
         "access_key_id": access_key_id if secret else "",
         "access_key_secret": secret if access_key_id else "",
         "session_token": config.text("s3-session-token") if access_key_id else "",
+        "read_prefixes": tuple(read_prefixes),
     }

@@ -39,6 +39,8 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests.goenv import clean_environ, go_environ
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 APP = os.path.join(HERE, "testdata", "app")
@@ -138,7 +140,7 @@ def _program() -> list[str]:
 
 def _works(go: str) -> bool:
     try:
-        done = subprocess.run([go, "version"], capture_output=True, timeout=60, env=_clean_environ())
+        done = subprocess.run([go, "version"], capture_output=True, timeout=60, env=clean_environ())
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -195,7 +197,7 @@ class _Toolchain:
             else:
                 cls.go = go
                 done = subprocess.run(
-                    [go, "env", "CC"], capture_output=True, text=True, timeout=60, env=_clean_environ()
+                    [go, "env", "CC"], capture_output=True, text=True, timeout=60, env=clean_environ()
                 )
                 cls.cc = done.stdout.strip() or "gcc"
                 if shutil.which(cls.cc.split()[0]) is None:
@@ -203,17 +205,6 @@ class _Toolchain:
         if cls.skip:
             raise SkipTest(cls.skip)
         return cls.go
-
-
-def _clean_environ() -> dict[str, str]:
-    """
-    The environment without anything of go's or cacheprog's that the caller set.
-    """
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith(("GO", "CACHEPROG_", "CGO_")) or k in ("PYTHONPATH", "GOCACHEPROG"))
-    }
 
 
 class _Run:
@@ -253,26 +244,9 @@ class _Workspace:
             os.makedirs(d)
 
     def environ(self, remote: bool = False, **extra: str) -> dict[str, str]:
-        env = _clean_environ()
         prog = [*_program(), "--root-directory", self.local]
-        pythonpath = os.environ.get("PYTHONPATH", "")
-        env.update(
-            GOCACHE=self.gocache,
-            GOCACHEPROG=" ".join(_quote(a) for a in prog),
-            GOPATH=self.gopath,
-            GOENV="off",
-            GOFLAGS="-mod=mod",
-            GOTOOLCHAIN="local",
-            GOPROXY="off",
-            GOSUMDB="off",
-            GONOSUMDB="*",
-            GONOSUMCHECK="1",
-            GOPRIVATE="*",
-            GOTELEMETRY="off",
-            GOWORK="off",
-            GO111MODULE="on",
-            CGO_ENABLED="1",
-            PYTHONPATH=REPO + (os.pathsep + pythonpath if pythonpath else ""),
+        env = go_environ(
+            self.gocache, GOCACHEPROG=" ".join(_quote(a) for a in prog), GOPATH=self.gopath, CGO_ENABLED="1"
         )
         if remote:
             env.update(CACHEPROG_REMOTE_STORAGE_TYPE="dir", CACHEPROG_DIR_STORAGE_ROOT=self.store)

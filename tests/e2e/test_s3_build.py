@@ -56,7 +56,6 @@ from tests.e2e.test_gobuild import (
     APP_OUTPUT,
     GO_TIMEOUT,
     REPO,
-    _clean_environ,
     _program,
     _quote,
     _read_some,
@@ -69,6 +68,7 @@ from tests.e2e.test_gobuild import (
     _Toolchain,
     _Workspace,
 )
+from tests.goenv import clean_environ
 from tests.integration.servers import (
     ManagedProcess,
     MinIO,
@@ -306,9 +306,11 @@ def seed_objects(go: str) -> list[StoredObject]:
     if not _seed_objects:
         _Seed.require(go)
         for directory, _, names in os.walk(_Seed.store):
+            if os.path.relpath(directory, _Seed.store).split(os.sep)[0] in ("packs", "manifests"):
+                continue  # the warm-start objects, not cache entries
             for name in names:
-                if not _KEY.fullmatch(name):
-                    continue
+                if not _KEY.fullmatch(name) or not os.path.exists(os.path.join(directory, name + ".meta")):
+                    continue  # packs and manifests are not per-object entries
                 with open(os.path.join(directory, name), "rb") as f:
                     data = f.read()
                 with open(os.path.join(directory, name + ".meta"), encoding="utf-8") as f:
@@ -339,14 +341,19 @@ def upload_seed(client: Any, go: str, prefix: str, bucket: str = BUCKET) -> set[
         return set(pool.map(put, objects))
 
 
-def list_keys(client: Any, prefix: str, bucket: str = BUCKET) -> set[str]:
+def list_keys(client: Any, prefix: str, bucket: str = BUCKET, entries_only: bool = True) -> set[str]:
     """
-    Every key under C{prefix}/ in C{bucket}.
+    Every per-object cache entry key (C{<prefix>/<64 hex>}) under C{prefix}/
+    in C{bucket}; with C{entries_only} false, run manifests and packs too.
     """
     keys: set[str] = set()
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
         keys.update(item["Key"] for item in page.get("Contents", []))
+    if entries_only:
+        keys = {
+            k for k in keys if _KEY.fullmatch(k.rsplit("/", 1)[-1]) and "/packs/" not in k and "/manifests/" not in k
+        }
     return keys
 
 
@@ -724,7 +731,7 @@ class SeaweedFSBuildTests(_S3BuildTests):
         run = self.build("app", env={"CACHEPROG_DISABLE_PUT": "true"})
         self.assertCompiles(run, True)
         self.assertEqual((_stat(run.stderr, "put_calls"), _stat(run.stderr, "uploads")), (0, 0))
-        self.assertEqual(list_keys(client, self.prefix), set())
+        self.assertEqual(list_keys(client, self.prefix, entries_only=False), set())
 
     def test_golangciLint(self) -> None:
         """
@@ -843,7 +850,7 @@ class StdioHalfCloseTests(TestCase):
     def converse_then_vanish(self, pause: float) -> subprocess.Popen[bytes]:
         base = tempfile.mkdtemp(prefix="cacheprog-halfclose-")
         self.addCleanup(_rmtree, base)
-        env = _clean_environ()
+        env = clean_environ()
         env["PYTHONPATH"] = REPO
         errors = open(os.path.join(base, "stderr"), "wb")  # noqa: SIM115 - closed by the cleanup
         self.addCleanup(errors.close)
@@ -912,7 +919,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def _go_env(go: str, *names: str) -> list[str]:
     done = subprocess.run(
-        [go, "env", *names], capture_output=True, text=True, timeout=60, env=_clean_environ(), check=True
+        [go, "env", *names], capture_output=True, text=True, timeout=60, env=clean_environ(), check=True
     )
     return done.stdout.split()
 
@@ -952,7 +959,7 @@ def _install_golangci_lint(go: str, target: str) -> str:
     """
     gobin = tempfile.mkdtemp(prefix="golangci-lint-gobin-")
     try:
-        env = _clean_environ()
+        env = clean_environ()
         env.update(
             GOBIN=gobin,
             GOTOOLCHAIN="local",

@@ -219,7 +219,9 @@ class GoBuildTests(TestCase):
     def test_build_from_proxy(self) -> None:
         """
         Build a tiny module, wipe the local root, build again: the second
-        build runs no compiler, every package comes through the proxy.
+        build runs no compiler, every package comes through the proxy.  A
+        third run of the second command, local root wiped again, gets its
+        entries from the pack its run manifest names (warm start).
         """
         go = _go()
         base = tempfile.mkdtemp(prefix="cacheprog-gobuild-")
@@ -269,6 +271,15 @@ class GoBuildTests(TestCase):
         self.assertEqual(_compiles(second), [], second[-3000:])
         self.assertRegex(second, r"remote_hits=[1-9]")
         self.assertRegex(second, r"local_hits=0 ")
+        # The same go command again: its run manifest and pack come through
+        # the proxy's /blob/ (warm start), ahead of go.
+        self.assertRegex(second, r"manifest_written=true")
+        shutil.rmtree(local)
+        third = build("out2")
+        self.assertEqual(_compiles(third), [], third[-3000:])
+        self.assertRegex(third, r"manifest=found ")
+        self.assertRegex(third, r"prefetched=[1-9]")
+        self.assertTrue(os.listdir(os.path.join(store, "packs", "v1")))
         self.assertEqual(proxy.stop(), 0, proxy.log())
 
 
@@ -379,6 +390,8 @@ class LoadTests(TestCase):
             f"proxy peak RSS {rss / 1024:.0f} MiB"
         )
         print("\n" + figures)
-        # Bodies stream: 20 x 10 MiB in flight must not mean 200 MiB per copy held.
-        self.assertLess(rss / 1024, 600, figures)
+        # Bodies stream both ways (big PUT bodies stay in their temp files):
+        # 20 x 10 MiB in flight and 1000 connections stay under 150 MiB
+        # (89 MiB measured; 1 GiB bodies: tests.integration.test_hardening).
+        self.assertLess(rss / 1024, 150, figures)
         self.assertEqual(self.proxy.stop(), 0, self.proxy.log())

@@ -188,6 +188,39 @@ class ServerMixin(StoreFactory):
         await self.failure(store.get(action(2)))
         self.assertEqual(store.region, self.server.region)
 
+    async def test_listing(self) -> None:
+        """
+        A signed ListObjectsV2 with a strictly encoded prefix and
+        continuation tokens: 1005 keys are two pages, complete; a cap of
+        one page is incomplete.  Keys of a neighbouring prefix stay out.
+        """
+        ids = [action(5000 + i) for i in range(1005)]
+        for action_id in ids:
+            self.client.put_object(Bucket=BUCKET, Key=f"{self.prefix}/{action_id.hex()}", Body=b"x")
+        self.client.put_object(Bucket=BUCKET, Key=f"{self.prefix}x/{action(1).hex()}", Body=b"x")
+        self.client.put_object(Bucket=BUCKET, Key=f"{self.prefix}/manifests/m", Body=b"x")
+        store = self.store()
+        listing = await store.list_keys(5)
+        self.assertEqual((listing.action_ids, listing.complete), (frozenset(ids), True))
+        capped = await store.list_keys(1)
+        self.assertEqual((len(capped.action_ids), capped.complete), (1000, False))
+
+    async def test_put_known_absent_overwrites(self) -> None:
+        """
+        An upload marked absent goes straight to PutObject (no HEAD); if the
+        key was there after all (another job, after our listing), the new
+        bytes simply replace it.
+        """
+        self.need_metadata()
+        store = self.store()
+        body = b"same action, written twice\n" * 50
+        await store.put(upload(body, action(7)))
+        obj = codec.prepare_upload(action(7), hashlib.sha256(body).digest(), body, absent=True)
+        await store.put(obj)
+        self.assertEqual(store.dedup_skips, 0)
+        got = await store.get(action(7))
+        self.assertEqual(got.output_id, hashlib.sha256(body).digest())
+
     async def test_put_request_format(self) -> None:
         """
         What lands in the bucket, seen with botocore: key, bytes, checksum,
@@ -245,6 +278,28 @@ class ServerMixin(StoreFactory):
             self.assertEqual(got.stored_size, len(obj.data))
             self.assertLess(abs(got.mtime.timestamp() - time.time()), 120)
             self.assertEqual(await read_all(got), obj.data)
+
+    async def test_file_body_put(self) -> None:
+        """
+        An upload whose stored bytes are in a file (a big PUT the proxy
+        received, never read into memory) is sent from the file, signed,
+        and reads back the same.
+        """
+        import attrs
+
+        self.need_metadata()
+        store = self.store()
+        body = os.urandom(3 << 20)
+        obj = upload(body, action(30))
+        with tempfile.TemporaryFile() as spooled:
+            spooled.write(obj.data)
+            spooled.seek(100)  # wherever it stands, the whole file is sent
+            from_file = attrs.evolve(
+                obj, data=b"", md5=obj.md5, sha256=obj.sha256, file=spooled, file_size=len(obj.data)
+            )
+            await store.put(from_file)
+        got = await store.get(action(30))
+        self.assertEqual(await read_all(got), obj.data)
 
     async def test_streaming_with_back_pressure(self) -> None:
         self.need_metadata()

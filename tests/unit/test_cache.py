@@ -329,6 +329,37 @@ class CacheTests(SynchronousTestCase):
         self.successResultOf(closing)
         self.assertEqual(cache.stats.uploads_dropped, 1)
 
+    def test_cut_off_at_close_counted_once(self) -> None:
+        """
+        With --remote-put-timeout 0, an upload cut off at close is counted
+        once (dropped), not also as a failed upload with an ERROR line.
+        """
+        gated = GatedStore()
+        cache = self.cache(gated, max_background_wait=2.0, put_timeout=0)
+        self.put(cache, action(1), b"abc")
+        closing = Deferred.fromCoroutine(cache.close())
+        with self.assertLogs("cacheprog", level="DEBUG") as logs:
+            self.clock.advance(2.1)
+        self.successResultOf(closing)
+        self.assertEqual((cache.stats.uploads_dropped, cache.stats.upload_faults), (1, 0))
+        self.assertFalse([r for r in logs.records if r.levelname == "ERROR"], logs.output)
+
+    def test_abandon(self) -> None:
+        """
+        abandon (a signal's grace is over) answers remote gets in flight
+        "miss" and drops the uploads, even with no timeouts at all.
+        """
+        gated = GatedStore()
+        store_object(gated.memory, action(2), b"remote")
+        cache = self.cache(gated, get_timeout=0, put_timeout=0, max_background_wait=0)
+        self.put(cache, action(1), b"abc")
+        got = Deferred.fromCoroutine(cache.get(action(2)))
+        self.assertNoResult(got)
+        cache.abandon()
+        self.assertIsNone(self.successResultOf(got))
+        self.successResultOf(Deferred.fromCoroutine(cache.close()))
+        self.assertEqual(cache.stats.uploads_dropped, 1)
+
     def test_put_timeout(self) -> None:
         """
         An upload slower than --remote-put-timeout is abandoned.

@@ -61,3 +61,39 @@ class CodecTests(SynchronousTestCase):
         Unknown algorithms are refused up front.
         """
         self.assertRaises(codec.UnknownCompression, codec.Decoder, "brotli", 10)
+
+
+class BombTests(SynchronousTestCase):
+    def test_output_in_bounded_steps(self) -> None:
+        """
+        A small zstd chunk that expands a lot is handed on in steps of at
+        most L{codec.STEP} bytes, never as one joined buffer.
+        """
+        body = b"\0" * (64 * codec.STEP)
+        _, data = codec.encode(body)
+        self.assertLess(len(data), 64 * 1024)
+        steps: list[int] = []
+        codec.Decoder("zstd", len(body)).feed_into(data, lambda b: steps.append(len(b)))
+        self.assertEqual(sum(steps), len(body))
+        self.assertLessEqual(max(steps), codec.STEP)
+
+    def test_bomb_stops_at_recorded_size(self) -> None:
+        """
+        More output than the recorded size stops within one step of it.
+        """
+        _, data = codec.encode(b"\0" * (64 * codec.STEP))
+        seen = [0]
+
+        def count(b: bytes) -> None:
+            seen[0] += len(b)
+
+        self.assertRaises(codec.CorruptObject, codec.Decoder("zstd", 1000).feed_into, data, count)
+        self.assertLessEqual(seen[0], 1000)
+
+    def test_size_ceiling(self) -> None:
+        """
+        A recorded size beyond the ceiling (or negative) is refused up front.
+        """
+        self.assertRaises(codec.CorruptObject, codec.Decoder, "zstd", codec.MAX_OBJECT + 1)
+        self.assertRaises(codec.CorruptObject, codec.Decoder, "", -1)
+        codec.Decoder("zstd", codec.MAX_OBJECT)

@@ -5,6 +5,8 @@ and the reference bugs fixed.
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog.config import OPTIONS, ConfigError, Usage, parse, parse_duration, render_prefix
@@ -127,6 +129,27 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(cfg.mapping("metrics-push-extra-headers"), {"X": "1", "Y": "2"})
         self.assertTrue(cfg.flag("disable-get"))
 
+    def test_list_flag_stops_at_command(self) -> None:
+        """
+        A list flag before the command word does not swallow it.
+        """
+        cfg = parse(["--s3-exclude-headers-from-signing", "Accept-Encoding", "proxy"], {})
+        self.assertEqual(cfg.command, "proxy")
+        self.assertEqual(cfg.items("s3-exclude-headers-from-signing"), ["Accept-Encoding"])
+        cfg = parse(["proxy", "--s3-exclude-headers-from-signing", "A", "direct"], {})
+        self.assertEqual(cfg.items("s3-exclude-headers-from-signing"), ["A", "direct"])
+
+    def test_equals_list_is_csv(self) -> None:
+        """
+        C{--opt=a,b} means what C{a,b} means in the variable.
+        """
+        flag = parse(["--s3-exclude-headers-from-signing=Accept-Encoding,X-Other"], {})
+        env = parse([], {"CACHEPROG_S3_EXCLUDE_HEADERS_FROM_SIGNING": "Accept-Encoding,X-Other"})
+        self.assertEqual(flag.items("s3-exclude-headers-from-signing"), ["Accept-Encoding", "X-Other"])
+        self.assertEqual(flag.items("s3-exclude-headers-from-signing"), env.items("s3-exclude-headers-from-signing"))
+        flag = parse(["--metrics-push-extra-labels=job=ci,branch=main"], {})
+        self.assertEqual(flag.mapping("metrics-push-extra-labels"), {"job": "ci", "branch": "main"})
+
     def test_bad_header_label(self) -> None:
         """
         A header without a colon, or a label without '=', is refused.
@@ -162,7 +185,7 @@ class ParseTests(SynchronousTestCase):
         self.assertIn("default: 5s", e.text)
         e = self.assertRaises(Usage, parse, ["proxy", "-h"], {})
         self.assertIn("--listen-address", e.text)
-        self.assertIn("NO authentication", e.text)
+        self.assertIn("write token", e.text)
 
     def test_version(self) -> None:
         """
@@ -218,3 +241,34 @@ class PrefixTests(SynchronousTestCase):
         e = self.assertRaises(ValueError, render_prefix, "{% HOME %}", {}, "linux", "amd64")
         self.assertIn("HOME", str(e))
         self.assertEqual(render_prefix("a{%b", {}, "linux", "amd64"), "a{%b")
+
+
+_WORDS = st.sampled_from(
+    ["direct", "proxy", "--help", "-x", "5s", "0", "-1", "abc", "a,b", "K:v", "k=v", "true", "", "1GiB", "s3"]
+)
+_FLAGS = st.sampled_from([f"--{o.name}" for o in OPTIONS] + ["--nope"])
+_ENVS = st.sampled_from(sorted({e for o in OPTIONS for e in o.envs}))
+
+
+class ParserPropertyTests(SynchronousTestCase):
+    """
+    For any mix of flags, words and variables: a configuration, a usage
+    text, or a L{ConfigError} that names an option; never another exception.
+    """
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.lists(st.one_of(_FLAGS, _WORDS, st.builds(lambda f, w: f"{f}={w}", _FLAGS, _WORDS)), max_size=8),
+        st.dictionaries(_ENVS, st.one_of(_WORDS, st.text(max_size=12)), max_size=5),
+    )
+    def test_any_mix(self, argv: list[str], environ: dict[str, str]) -> None:
+        try:
+            cfg = parse(argv, environ)
+        except Usage:
+            return
+        except ConfigError as e:
+            message = str(e)
+            named = [o for o in OPTIONS if f"--{o.name}" in message or any(env in message for env in o.envs)]
+            self.assertTrue(named or "argument" in message, message)
+            return
+        self.assertIn(cfg.command, ("direct", "proxy"))

@@ -584,6 +584,56 @@ class CoreTimeoutTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(len(resource.lost), 1)
 
 
+class ReadTimeoutTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    The pool's read timeout bounds every request, whatever the core's
+    timeouts (C{--remote-get-timeout 0} hung for good on a stuck server).
+    """
+
+    def timed(self, resource: Resource, clock: Clock) -> HTTPStore:
+        from cacheprog.remote.pool import TimedClient, Timeouts
+
+        self.stub = StubTreq(resource)
+        return HTTPStore(BASE, {}, TimedClient(self.stub, clock, Timeouts(read=30)), clock)
+
+    def test_stuck_answer_is_a_miss(self) -> None:
+        """
+        A server that never answers: with no get timeout at all, the get is
+        a miss at the read timeout and the request is dropped.
+        """
+        resource = Stalled()
+        clock = Clock()
+        store = self.timed(resource, clock)
+        local = DiskStore(self.mktemp())
+        local.probe()
+        cache = Cache(local, store, clock, settings=Settings(get_timeout=0))
+        d = self.call(cache.get(action(1)))
+        clock.advance(29)
+        self.assertNoResult(d)
+        clock.advance(1)
+        self.stub.flush()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(len(resource.lost), 1)
+
+    def test_stalled_body(self) -> None:
+        """
+        A body that stops mid-way fails at the read timeout.
+        """
+        body = b"z" * 100
+        resource = Stalled(headers=_object_headers(body), prefix=body[:10])
+        clock = Clock()
+        store = self.timed(resource, clock)
+        obj = self.successResultOf(self.call(store.get(action(1))))
+        self.assertEqual(self.successResultOf(self.call(obj.body.__anext__())), body[:10])
+        d = self.call(obj.body.__anext__())
+        clock.advance(30)
+        self.stub.flush()
+        from cacheprog.remote.body import BodyTimeout
+
+        self.failureResultOf(d, BodyTimeout)
+        self.assertEqual(len(resource.lost), 1)
+
+
 class StoredTimeTests(SynchronousTestCase):
     """
     Times survive the trip.

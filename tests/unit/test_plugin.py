@@ -148,7 +148,7 @@ class OptionsTests(SynchronousTestCase):
         )
         cfg = options.config
         assert cfg is not None and options.plan is not None
-        self.assertEqual(options.plan.options, {"root": os.path.abspath(root)})
+        self.assertEqual(options.plan.options, {"root": os.path.abspath(root), "read_roots": []})
         self.assertEqual(cfg.integer("max-consecutive-errors"), 3)
         self.assertEqual(cfg.mapping("http-storage-extra-headers"), {"A": "1", "B": "2"})
         self.assertTrue(cfg.flag("s3-force-path-style"))

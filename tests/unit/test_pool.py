@@ -92,3 +92,26 @@ class BuildClientTests(SynchronousTestCase):
         self.assertEqual(client.timeouts, Timeouts(connect=3, read=9))
         client.request("GET", "http://127.0.0.1:9/x")
         self.assertEqual(reactor.tcpClients[0][3], 3)
+
+
+class DirectClientBodyTests(SynchronousTestCase):
+    def test_file_body(self) -> None:
+        """
+        A file body (a big PUT the proxy received) goes out as a producer
+        of its length, not through len() of bytes (which failed).
+        """
+        import io
+
+        from cacheprog.remote.directclient import DirectClient
+
+        sent: list[Any] = []
+
+        class Agent:
+            def request(self, method: bytes, uri: bytes, headers: Any, body: Any) -> Deferred[Any]:
+                sent.append(body)
+                return Deferred()
+
+        data = io.BytesIO(b"x" * 1000)
+        DirectClient(Agent()).request("PUT", "http://127.0.0.1:1/k", data=data)
+        DirectClient(Agent()).request("PUT", "http://127.0.0.1:1/k", data=b"abc")
+        self.assertEqual([body.length for body in sent], [1000, 3])

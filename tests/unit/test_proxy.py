@@ -347,11 +347,13 @@ class StorageTests(SiteMixin, SynchronousTestCase):
         stored.
         """
         other = b"another body"
-        for name, value in [
-            (contract.MD5_SUM, hashlib.md5(other).hexdigest()),
-            (contract.SHA256_SUM, hashlib.sha256(other).hexdigest()),
+        for override in [
+            {contract.MD5_SUM: hashlib.md5(other).hexdigest()},
+            # Headers consistent with each other (a raw body's SHA-256 is its
+            # OutputID), but not with the body.
+            {contract.SHA256_SUM: hashlib.sha256(other).hexdigest(), contract.OUTPUT_ID: output_of(other).hex()},
         ]:
-            response, text = self.put(b"body", **{name: value})
+            response, text = self.put(b"body", **override)
             self.assertEqual(response.code, 400)
             self.assertIn(b"does not match", text)
             self.assertRefused(response)
@@ -366,7 +368,7 @@ class StorageTests(SiteMixin, SynchronousTestCase):
 
     def test_no_content_length(self) -> None:
         """
-        A chunked PUT (no Content-Length): 400, nothing stored.
+        A chunked PUT (no Content-Length): 411 from the headers, nothing stored.
         """
         body = b"body"
         headers = "".join(f"{k}: {v}\r\n" for k, v in put_headers(body).items()).encode()
@@ -377,7 +379,7 @@ class StorageTests(SiteMixin, SynchronousTestCase):
             + headers
             + b"\r\n4\r\nbody\r\n0\r\n\r\n"
         )
-        self.assertRegex(answer, rb"^HTTP/1.1 400 ")
+        self.assertRegex(answer, rb"^HTTP/1.1 411 ")
         self.assertIn(b"Content-Length", answer)
         self.assertEqual((self.store.puts, self.store.objects), (0, {}))
 
@@ -489,6 +491,50 @@ class BackendTests(SiteMixin, SynchronousTestCase):
         self.stub._agent._serverFactory = self.site
         self.assertEqual(self.request("GET", f"/cache/{KEY}")[0].code, 503)
         self.assertEqual(self.put(b"x")[0].code, 503)
+
+
+class StreamedBodyStore:
+    """
+    A store whose objects have S3's streamed body over a connection the test
+    watches (the proxy looked for C{aclose}; S3 bodies only had C{close}).
+    """
+
+    name = "streamed"
+
+    def __init__(self) -> None:
+        from tests.unit.test_body import Response
+
+        self.response = Response()
+
+    async def get(self, action_id: bytes) -> RemoteObject:
+        from cacheprog.remote.s3 import BodyStream
+
+        body = BodyStream(self.response)
+        self.response.feed(b"part of a big object")
+        return RemoteObject(output_of(b"x"), 1000, WHEN, "", 1000, body)
+
+    def get_many(self, action_ids: Any) -> Any:
+        raise NotImplementedError
+
+    async def put(self, obj: UploadObject) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class ReleaseTests(SiteMixin, SynchronousTestCase):
+    def make_store(self) -> Any:
+        return StreamedBodyStore()
+
+    def test_head_releases_s3_body(self) -> None:
+        """
+        HEAD of an object whose body is S3's stream drops that connection
+        instead of leaving it half read.
+        """
+        response, _ = self.request("HEAD", f"/cache/{KEY}")
+        self.assertEqual(response.code, 200)
+        self.assertTrue(self.store.response.transport._producer.aborted)
 
 
 class PlainSiteTests(SynchronousTestCase):

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog import codec
@@ -99,6 +100,30 @@ class DirectoryTests(ContractMixin, SynchronousTestCase):
         self.assertEqual(meta["compression_algorithm"], "zstd")
         self.assertEqual(meta["uncompressed_size"], "1000")
         self.assertEqual(len(meta["output_id"]), 44)
+
+    def test_big_object_streamed(self) -> None:
+        """
+        A big object is read in steps of at most 1 MiB, never whole, and
+        releasing its body closes the file.
+        """
+        from cacheprog.remote.directory import READ_STEP
+
+        body = os.urandom(3 * READ_STEP + 5)
+        self.wait(self.store.put(upload(1, body)))
+        obj = self.wait(self.store.get(action(1)))
+        first = self.wait(obj.body.__anext__())
+        self.assertEqual(len(first), READ_STEP)
+        self.wait(obj.body.aclose())
+        obj = self.wait(self.store.get(action(1)))
+        sizes = []
+        while True:
+            d = Deferred.fromCoroutine(obj.body.__anext__())
+            if isinstance(d.result, Failure):
+                self.failureResultOf(d, StopAsyncIteration)
+                break
+            sizes.append(len(self.successResultOf(d)))
+        self.assertEqual(sum(sizes), len(body))
+        self.assertLessEqual(max(sizes), READ_STEP)
 
     def test_identical_not_rewritten(self) -> None:
         """

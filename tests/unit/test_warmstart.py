@@ -8,20 +8,23 @@ for whatever the packs cannot give.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog import manifest as m
+from cacheprog import pack, warmstart
 from cacheprog.cache import Cache, inline_runner
 from cacheprog.local import DiskStore, Entry
 from cacheprog.pack import pack_name
+from cacheprog.presence import Listing, Presence
 from cacheprog.remote.memory import MemoryStore
 from cacheprog.stats import Stats
-from cacheprog.warmstart import WarmStart
+from cacheprog.warmstart import STALLED, WarmStart
 
-from .helpers import action, output_of, store_object
+from .helpers import WHEN, action, output_of, store_object
 
 KEY = "k" * 64
 BODIES = {n: (b"body %d " % n) * (n * 50 + 1) for n in range(12)}
@@ -108,11 +111,81 @@ class WarmStartTests(SynchronousTestCase):
             assert entry is not None
             with open(entry.path, "rb") as f:
                 self.assertEqual(f.read(), body)
-        self.assertEqual(cache.stats.local_hits, len(BODIES))
+        self.assertEqual((cache.stats.local_hits, cache.stats.remote_hits), (0, len(BODIES)))
         self.assertEqual(self.remote.gets, 0)
         self.close(cache)
         self.assertFalse(cache.stats.manifest_written)
         self.assertEqual(self.remote.blobs, written)
+
+    def test_pack_beats_presence(self) -> None:
+        """
+        An entry the packs hold is answered from them even when the
+        presence listing says its own object is absent (an upload that was
+        dropped): the prefetch is asked first.
+        """
+        self.first_run()
+        self.remote.objects = {}
+        local = DiskStore(self.mktemp())
+        local.probe()
+        stats = Stats()
+        warm = WarmStart(self.remote, local, self.clock, inline_runner, KEY, stats)
+        presence = Presence()
+        presence.listed(Listing(frozenset(), complete=True))
+        cache = Cache(local, self.remote, self.clock, stats=stats, presence=presence, journal=warm)
+        warm.start()
+        d = Deferred.fromCoroutine(cache.get(action(4)))
+        self.remote.release()
+        self.assertIsNotNone(self.successResultOf(d))
+        self.assertEqual((stats.remote_hits, stats.instant_misses), (1, 0))
+
+    def test_writes_in_flight_at_close(self) -> None:
+        """
+        Entries still being written in the thread pool when the run closes
+        are finished, counted and saved, not cancelled halfway.
+        """
+        self.first_run()
+        pending: list[tuple[Deferred[object], object]] = []
+
+        def slow_runner(f: Any, *args: object) -> Deferred[Any]:
+            if f is not warmstart._write_entry:
+                return inline_runner(f, *args)
+            d: Deferred[object] = Deferred()
+            pending.append((d, cast(Any, f)(*args)))
+            return d
+
+        # Every entry in flight: the read is over, only the writes are left.
+        self.patch(warmstart, "WRITES_PER_STREAM", 100)
+        local = DiskStore(self.mktemp())
+        local.probe()
+        stats = Stats()
+        warm = WarmStart(self.remote, local, self.clock, slow_runner, KEY, stats)
+        cache = Cache(local, self.remote, self.clock, stats=stats, journal=warm)
+        warm.start()
+        self.remote.release()
+        in_flight = len(pending)
+        self.assertEqual(in_flight, len(BODIES))
+        closing = Deferred.fromCoroutine(cache.close())
+        while pending:
+            d, result = pending.pop(0)
+            d.callback(result)
+        self.successResultOf(closing)
+        self.assertEqual(stats.prefetched, in_flight)
+        self.assertIsNotNone(DiskStore(local.root).lookup(action(0)))
+
+    def test_entry_landing_after_close(self) -> None:
+        """
+        An entry that lands in the local tier after close began (a prefetch
+        write finishing late) is saved at once: no timer is left behind
+        for a reactor that is about to stop.
+        """
+        cache, warm = self.run_cache()
+        self.close(cache)
+        spool = cache.new_spool(4)
+        spool.write(b"late")
+        spool.commit(action(77), output_of(b"late"), WHEN)
+        warm._stored()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNotNone(DiskStore(cache._local.root).lookup(action(77)))
 
     def test_manifest_in_go_order(self) -> None:
         """
@@ -155,9 +228,39 @@ class WarmStartTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.assertIsNotNone(self.successResultOf(d))
         self.assertEqual(self.remote.gets, 1)
-        self.assertIsNotNone(self.get(cache, action(2)))
-        self.assertEqual(self.remote.gets, 2)
+        # Still making no progress after STALLED waits: given up.
+        self.clock.advance(0.5 * (STALLED - 1))
+        d = Deferred.fromCoroutine(cache.get(action(2)))
+        self.clock.advance(0.5)
+        self.assertIsNotNone(self.successResultOf(d))
+        self.assertIsNotNone(self.get(cache, action(3)))
+        self.assertEqual(self.remote.gets, 3)
         self.assertEqual(cache.stats.prefetched, 0)
+
+    def test_slow_manifest_read_writes_nothing(self) -> None:
+        """
+        A run that closes before its manifest read ended does not write a
+        manifest (it could replace a good one with a colder one), and a
+        single slow answer does not give up the prefetch.
+        """
+        self.first_run()
+        written = dict(self.remote.blobs)
+        gate: Deferred[None] = Deferred()
+        real = self.remote.get_blob
+
+        async def slow(name: str) -> bytes:
+            await gate
+            return await real(name)
+
+        self.remote.get_blob = slow  # type: ignore[method-assign]
+        cache, warm = self.run_cache(wait=0.5)
+        d = Deferred.fromCoroutine(cache.get(action(1)))
+        self.clock.advance(0.5)
+        self.assertIsNotNone(self.successResultOf(d))
+        self.assertFalse(warm._abandoned)
+        self.close(cache)
+        self.assertFalse(cache.stats.manifest_written)
+        self.assertEqual(self.remote.blobs, written)
 
     def test_corrupt_pack_entry(self) -> None:
         """
@@ -198,9 +301,12 @@ class WarmStartTests(SynchronousTestCase):
             del self.remote.blobs[name]
         self.remote.objects = {}
         store_object(self.remote, action(0), BODIES[0])
+        # One read per entry: the reads after the first 404s are not sent.
+        self.patch(warmstart, "plan_spans", lambda wanted: pack.plan_spans(wanted, gap=0, schedule=(), limit=1))
         cache, _ = self.run_cache()
         self.remote.release()
         self.assertEqual(cache.stats.prefetched, 0)
+        self.assertEqual(self.remote.ranges, warmstart.STREAMS)
         self.assertIsNotNone(self.get(cache, action(0)))
         self.assertIsNone(self.get(cache, action(1)))
         self.close(cache)

@@ -1,0 +1,3 @@
+"""
+The image tier: Dockerfile.scratch built and run for real with buildah.
+"""
