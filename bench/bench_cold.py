@@ -30,6 +30,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -192,6 +193,7 @@ def main() -> int:
         server.stop()
         if proxy_server is not None:
             proxy_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
