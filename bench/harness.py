@@ -99,6 +99,17 @@ def stop_at(text: str) -> float:
     return when.timestamp()
 
 
+def variant(text: str) -> tuple[str, str, list[int]]:
+    """
+    C{NAME[@L,...]=OPTIONS}: a variant of our cacheprog, at its own cold latencies.
+    """
+    head, sep, flags = text.partition("=")
+    name, _, latencies = head.partition("@")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not flags.strip():
+        raise argparse.ArgumentTypeError("expected NAME[@L,...]=OPTIONS (NAME: letters, digits, _ . -)")
+    return name, flags.strip(), latency_list(latencies) if latencies else []
+
+
 def peer(text: str) -> tuple[str, str]:
     name, sep, command = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not command.strip():
@@ -148,11 +159,11 @@ def parser() -> argparse.ArgumentParser:
         "--variant",
         dest="variants",
         action="append",
-        type=peer,
+        type=variant,
         default=[],
-        metavar="NAME=OPTIONS",
-        help="our cacheprog with more options (e.g. 'nowarm=--warm-start=false'), cold std at "
-        "--variant-latencies in the std-cold group (repeatable)",
+        metavar="NAME[@L,...]=OPTIONS",
+        help="our cacheprog with more options (e.g. 'nowarm=--warm-start=false'), cold std at its latencies "
+        "(default: --variant-latencies) in the std-cold group (repeatable)",
     )
     add("--variant-latencies", type=latency_list, default=[0], help="the variants' cold latencies (0)")
     add(
@@ -214,7 +225,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             p.error(f"--profile: unknown scenario {scenario!r} (warm-remote, cold)")
     if args.reference and not os.access(args.reference, os.X_OK):
         p.error(f"--reference / ${REFERENCE_VARIABLE}: {args.reference} is not an executable file")
-    names = [OURS, DRAIN, REFERENCE] + [name for name, _ in args.peers + args.variants]
+    names = [OURS, DRAIN, REFERENCE] + [name for name, _ in args.peers] + [v[0] for v in args.variants]
     if len(set(names)) != len(names):
         p.error(f"peer names must be unique and not {OURS!r}, {DRAIN!r} or {REFERENCE!r}")
     if not os.access(TIME, os.X_OK):
@@ -246,9 +257,10 @@ def programs(args: argparse.Namespace) -> list[Program]:
         out.append(Program(DRAIN, f"{args.cacheprog} {option}", frozenset({"cold"}), DRAIN, after, timed=False))
     else:
         log("no detached-drain option in `cacheprog --help`: the drain scenarios are left out")
-    for name, flags in args.variants:
+    for name, flags, latencies in args.variants:
         command = f"{args.cacheprog} {flags}"
-        out.append(Program(name, command, frozenset({"cold"}), name, latencies=tuple(args.variant_latencies)))
+        cold = tuple(latencies or args.variant_latencies)
+        out.append(Program(name, command, frozenset({"cold"}), name, latencies=cold))
     peers = [(REFERENCE, shlex.quote(args.reference))] if args.reference else []
     out += [Program(name, command, frozenset({"warm-remote"}), OURS) for name, command in peers + args.peers]
     return out
@@ -368,6 +380,7 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         latencies = {*args.latencies, *args.cold_latencies, *args.big_latencies, *args.peer_latencies}
+        latencies |= {*args.variant_latencies, *(lat for v in args.variants for lat in v[2])}
         storage.start(latencies | {args.pr_latency, *args.analysis_latencies, args.profile_latency}, args.jitter, log)
         groups = set(args.only)
         args.workloads_run = list(phases)

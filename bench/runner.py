@@ -277,6 +277,9 @@ class Runner:
     ) -> None:
         record.seconds, record.exit, record.go_cpu_s = build.seconds, build.exit, build.go_cpu_s
         self.settle(build.pgid, program, env, record)
+        # Lines written after go exited (the program's exit) count too.
+        with open(os.path.join(run_dir, "go.log"), encoding="utf-8", errors="replace") as f:
+            build.log = f.read()
         server_after = measure.process_cpu(self.storage.pid)
         if server_before is not None and server_after is not None:
             record.s3_cpu_s = round(server_after - server_before, 2)
@@ -386,7 +389,9 @@ def anomaly(record: Run) -> str:
     if record.program == NATIVE:
         return ""
     stats = record.stats
-    if not record.stats_lines:
+    if not record.stats_lines and record.drain_wait_s is None:
+        # A detached drain logs its statistics to its uploader log, which
+        # `cacheprog wait` reads and removes.
         return "no statistics line"
     gets, misses = stats.get("get_calls", 0), stats.get("misses")
     problems = []
