@@ -157,17 +157,21 @@ def exit_runs(runner: Runner, workload: Workload) -> None:
 
 def after_workload(runner: Runner, name: str, groups: set[str]) -> None:
     """
-    The exit runs come right after the first small workload, so that a run
-    cut short by --stop-at still has them.
+    The analysis comes right after the first small workload (it needs only
+    that workload's seed), so that a run cut short by --stop-at in the big
+    workloads still has it.
     """
-    if "exit" in groups and name == first_small(runner).name:
-        exit_runs(runner, first_small(runner))
+    if name == first_small(runner).name:
+        run(runner, groups)
 
 
 def run(runner: Runner, groups: set[str]) -> None:
+    if runner.analysed:
+        return
+    runner.analysed = True
     args = runner.args
     workload = first_small(runner)
-    if "exit" in groups and workload.name not in args.workloads_run:
+    if "exit" in groups:
         exit_runs(runner, workload)
     if "analysis" not in groups or runner.out_of_time():
         return

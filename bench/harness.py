@@ -383,7 +383,6 @@ def main(argv: Sequence[str]) -> int:
         latencies |= {*args.variant_latencies, *(lat for v in args.variants for lat in v[2])}
         storage.start(latencies | {args.pr_latency, *args.analysis_latencies, args.profile_latency}, args.jitter, log)
         groups = set(args.only)
-        args.workloads_run = list(phases)
         runner.run(phases, save, lambda name: analysis.after_workload(runner, name, groups))
         analysis.run(runner, groups)
     except KeyboardInterrupt:

@@ -84,6 +84,7 @@ class Runner:
     counter: int = 0
     sources: Sources | None = None
     stopped: bool = False
+    analysed: bool = False
 
     def __post_init__(self) -> None:
         self.raw = os.path.join(self.args.out, "raw")

@@ -21,6 +21,7 @@ BUCKET = "bench"
 #: SeaweedFS's Prometheus counter of S3 requests, one series per type and status.
 REQUESTS = re.compile(r"^SeaweedFS_s3_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.M)
 LABEL = re.compile(r'(\w+)="([^"]*)"')
+ACTION_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class CountingSeaweedFS(SeaweedFS):
@@ -144,7 +145,8 @@ class Storage:
         """
         assert self.server is not None
         try:
-            keys = self.keys(prefix, count)
+            # Only per-action objects (64 hex digits), not manifests or packs.
+            keys = [k for k in self.keys(prefix) if ACTION_KEY.fullmatch(k.rsplit("/", 1)[-1])][:count]
             client = self.server.client()
             times: list[float] = []
             size = 0
