@@ -547,7 +547,10 @@ def _convert(option: Option, raw: str | list[str]) -> object:
 def _csv(text: str) -> list[str]:
     if not text.strip():
         return []
-    return [item for row in csv.reader([text]) for item in row]
+    try:
+        return [item for row in csv.reader([text]) for item in row]
+    except csv.Error as e:  # a bare line break, a NUL: not a list we can read
+        raise ValueError(f"not a comma-separated list ({e})") from None
 
 
 class Config:

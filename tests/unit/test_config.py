@@ -150,6 +150,15 @@ class ParseTests(SynchronousTestCase):
         flag = parse(["--metrics-push-extra-labels=job=ci,branch=main"], {})
         self.assertEqual(flag.mapping("metrics-push-extra-labels"), {"job": "ci", "branch": "main"})
 
+    def test_list_with_a_line_break(self) -> None:
+        """
+        A list value that the CSV reader cannot split (a bare line break) is a
+        clear error naming the variable, not a crash.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parse([], {"CACHEPROG_S3_EXCLUDE_HEADERS_FROM_SIGNING": "Accept\rEncoding"})
+        self.assertIn("CACHEPROG_S3_EXCLUDE_HEADERS_FROM_SIGNING", str(caught.exception))
+
     def test_bad_header_label(self) -> None:
         """
         A header without a colon, or a label without '=', is refused.
