@@ -99,25 +99,19 @@ def object_key(prefix: str, action_id: bytes) -> str:
     The S3 key of C{action_id}: C{prefix} joined to its lowercase hex with
     Go's C{path.Join} rules.
     """
-    name = action_id.hex()
+    return named_key(prefix, action_id.hex())
+
+
+def named_key(prefix: str, name: str) -> str:
+    """
+    The S3 key of a named object (an entry, a manifest, a pack): C{prefix}
+    joined to C{name} with Go's C{path.Join} rules.
+    """
     if not prefix:
         return name
     key = posixpath.normpath(posixpath.join(prefix, name))
     if key.startswith("//"):
         # POSIX keeps a leading "//"; Go's path.Clean does not.
-        key = "/" + key.lstrip("/")
-    return key
-
-
-def named_key(prefix: str, name: str) -> str:
-    """
-    The S3 key of a named object (a manifest, a pack): C{prefix} joined to
-    C{name} with the same rules as L{object_key}.
-    """
-    if not prefix:
-        return name
-    key = posixpath.normpath(posixpath.join(prefix, name))
-    if key.startswith("//"):
         key = "/" + key.lstrip("/")
     return key
 
