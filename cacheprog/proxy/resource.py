@@ -49,7 +49,6 @@ from cacheprog.proxy.access import Tokens
 from cacheprog.proxy.channel import GuardedChannel
 from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.base import close_body as close_stream
-from cacheprog.remote.base import one_chunk
 
 _log = Logger("proxy")
 
@@ -189,6 +188,17 @@ class _Pacer:
             await self._resumed
 
 
+async def _write_paced(request: WebRequest, pacer: _Pacer, chunk: bytes) -> None:
+    """
+    Write C{chunk} in steps, each after the client took the one before.
+    """
+    for start in range(0, len(chunk), WRITE_CHUNK):
+        if pacer.stopped:
+            raise CancelledError()
+        request.write(chunk[start : start + WRITE_CHUNK] if len(chunk) > WRITE_CHUNK else chunk)
+        await pacer.ready()
+
+
 async def close_body(obj: RemoteObject) -> None:
     """
     Release a body that will not be read (HEAD, a client gone).
@@ -312,11 +322,7 @@ class StorageResource(_Resource):
                 if sent > obj.stored_size:
                     await close_body(obj)
                     break
-                for start in range(0, len(chunk), WRITE_CHUNK):
-                    if pacer.stopped:
-                        raise CancelledError()
-                    request.write(chunk[start : start + WRITE_CHUNK] if len(chunk) > WRITE_CHUNK else chunk)
-                    await pacer.ready()
+                await _write_paced(request, pacer, chunk)
         finally:
             if getattr(request, "channel", None) is not None:  # None once the client is gone
                 request.unregisterProducer()
@@ -417,10 +423,9 @@ class BlobResource(StorageResource):
 
     async def _get_blob(self, request: WebRequest, name: str, wanted: tuple[int, int] | None) -> None:
         try:
-            if wanted is None:
-                body: Any = one_chunk(await self._blobs.get_blob(name))
-            else:
-                body = await self._blobs.get_range(name, *wanted)
+            # The whole blob is read as the widest range a blob can have, so it
+            # streams like any range instead of sitting in memory.
+            body = await self._blobs.get_range(name, *(wanted or (0, contract.BLOB_LIMIT)))
         except NotFound:
             request.write(plain(request, 404))
             request.finish()
@@ -430,10 +435,14 @@ class BlobResource(StorageResource):
             # The stored size is not known here: the range is sent chunked.
             request.setResponseCode(206)
             request.setHeader(b"content-range", f"bytes {wanted[0]}-{wanted[1] - 1}/*".encode("ascii"))
+        pacer = _Pacer()
+        request.registerProducer(pacer, True)
         try:
             async for chunk in body:
-                request.write(chunk)
+                await _write_paced(request, pacer, chunk)
         finally:
+            if getattr(request, "channel", None) is not None:  # None once the client is gone
+                request.unregisterProducer()
             await close_stream(body)
         request.finish()
 

@@ -127,3 +127,74 @@ class TrimmedTests(SynchronousTestCase):
         self.assertEqual(got, DATA[1000:4000])
         got = self.successResultOf(Deferred.fromCoroutine(collect(trimmed(one_chunk(DATA), 0, 5))))
         self.assertEqual(got, DATA[:5])
+
+
+class _SlowClientRequest:
+    """
+    Just enough of a request for L{BlobResource}'s GET: the transport is
+    full after every write, so the registered producer is paused each time.
+    """
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.producer: Any = None
+        self.channel: object | None = object()
+        self.finished = False
+        self.code = 200
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        pass
+
+    def setResponseCode(self, code: int) -> None:
+        self.code = code
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+class BlobBackPressureTests(SynchronousTestCase):
+    """
+    A blob GET sends no more than one step ahead of a slow client, with or
+    without a Range: a stalled reader never makes the proxy hold the blob.
+    """
+
+    BIG = bytes(3 << 20)
+
+    def _get(self, wanted: tuple[int, int] | None) -> tuple[_SlowClientRequest, Deferred[None]]:
+        memory = MemoryStore()
+        memory.blobs[PACK] = self.BIG
+        resource = BlobResource(memory)
+        request = _SlowClientRequest()
+        d: Deferred[None] = Deferred.fromCoroutine(resource._get_blob(cast(Any, request), PACK, wanted))
+        return request, d
+
+    def _drain(self, request: _SlowClientRequest, d: Deferred[None]) -> None:
+        self.assertEqual(len(request.writes), 1)
+        self.assertNoResult(d)
+        while request.producer is not None and not request.finished:
+            request.producer.resumeProducing()
+        self.successResultOf(d)
+        self.assertTrue(request.finished)
+
+    def test_whole_blob_paced(self) -> None:
+        request, d = self._get(None)
+        self._drain(request, d)
+        self.assertEqual(b"".join(request.writes), self.BIG)
+        self.assertEqual(request.code, 200)
+
+    def test_range_paced(self) -> None:
+        request, d = self._get((1, (2 << 20) + 1))
+        self._drain(request, d)
+        self.assertEqual(b"".join(request.writes), self.BIG[1 : (2 << 20) + 1])
+        self.assertEqual(request.code, 206)
