@@ -334,9 +334,15 @@ class CacheProtocol(Protocol):
             self._answer(Response(id=close.id))
         try:
             await self._cache.close_local()
-            if self._may_detach() and self._detacher is not None and self._detacher.detach(self._cache.pending):
-                await self._drain_detached(self._detacher)
-                return
+            if self._may_detach() and self._detacher is not None:
+                # go's stderr is the job's log and the uploader's own log
+                # replaces it: say there what this run did, and what is left.
+                pending = self._cache.pending
+                _log.info("cacheprog statistics", **dict(self._cache.stats.fields()), uploads_pending=pending)
+                _log.info("Answered close; finishing uploads in the background", pending=pending)
+                if self._detacher.detach(pending):
+                    await self._drain_detached(self._detacher)
+                    return
             await self._cache.close()
             if self._after_close is not None:
                 await self._after_close()
@@ -359,7 +365,6 @@ class CacheProtocol(Protocol):
         """
         cache, stats = self._cache, self._cache.stats
         pending, before = cache.pending, stats.uploads + cache.jobs_done
-        _log.info("Answered close; finishing uploads in the background", pending=pending)
         self._detached = True
         self._io().loseConnection()
         try:

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from cacheprog import log
 from cacheprog.cache import Cache, Settings, inline_runner
 from cacheprog.local import DiskStore
 from cacheprog.stdio import CacheProtocol
@@ -133,6 +134,32 @@ class DetachedDrainTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.proto.done), 0)
         summary = self.uploaders.wait()
         self.assertEqual((summary.uploaders, summary.uploaded, summary.dropped), (1, 2, 0))
+
+    def test_statistics_reach_go_before_detaching(self) -> None:
+        """
+        The statistics line (with the uploads still pending) is logged
+        before the uploader moves its stderr away from go's: the job's log
+        has one for every go command, detached or not.
+        """
+        stream = io.StringIO()
+        log.configure(stream=stream)
+        self.addCleanup(log.configure, stream=io.StringIO())
+        seen: list[str] = []
+        detach = self.detacher.detach
+
+        def detach_and_look(pending: int) -> bool:
+            seen.append(stream.getvalue())
+            return detach(pending)
+
+        self.detacher.detach = detach_and_look  # type: ignore[method-assign]
+        self.proto.dataReceived(put(1, action(1), b"one") + put(2, action(2), b"two") + close(3))
+        (before,) = seen
+        self.assertIn('msg="cacheprog statistics"', before)
+        self.assertIn(" put_calls=2 ", before)
+        self.assertIn(" uploads_pending=2", before)
+        self.proto.connectionLost(None)
+        self.remote.release()
+        self.successResultOf(self.proto.done)
 
     def test_eof_takes_the_same_path(self) -> None:
         self.proto.dataReceived(put(1, action(1), b"one"))
