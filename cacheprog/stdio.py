@@ -337,10 +337,10 @@ class CacheProtocol(Protocol):
             if self._may_detach() and self._detacher is not None:
                 # go's stderr is the job's log and the uploader's own log
                 # replaces it: say there what this run did, and what is left.
-                pending = self._cache.pending
-                _log.info("cacheprog statistics", **dict(self._cache.stats.fields()), uploads_pending=pending)
-                _log.info("Answered close; finishing uploads in the background", pending=pending)
-                if self._detacher.detach(pending):
+                uploads = self._cache.pending
+                _log.info("cacheprog statistics", **dict(self._cache.stats.fields()), uploads_pending=uploads)
+                _log.info("Answered close; finishing uploads in the background", pending=uploads)
+                if self._detacher.detach(uploads):
                     await self._drain_detached(self._detacher)
                     return
             await self._cache.close()
