@@ -325,11 +325,6 @@ async def read_limited(response: Any, limit: int = ERROR_BODY_LIMIT) -> bytes:
     return await _body.read_limited(response, limit)
 
 
-#: The body receiver and stream now live in L{cacheprog.remote.body}; these
-#: names stay for callers of the old location.
-_BodyProtocol = _body._Receiver
-
-
 class BodyStream(_body.BodyStream):
     """
     An S3 object body: a L{body.BodyStream} whose breaks are L{S3Error}s.
@@ -343,10 +338,6 @@ class BodyStream(_body.BodyStream):
 
 def _body_error(message: str) -> Exception:
     return S3Error("get object", message=message)
-
-
-#: Single-flight lives in L{cacheprog.concurrency}; the old name stays.
-_Shared = Shared
 
 
 def _sleep(clock: IReactorTime, seconds: float) -> Deferred[None]:

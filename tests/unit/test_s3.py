@@ -41,7 +41,6 @@ from cacheprog.remote.s3 import (
     HTTPClient,
     S3Error,
     S3Store,
-    _BodyProtocol,
     parse_error,
     parse_location,
 )
@@ -962,30 +961,6 @@ class FakeProducer:
 
     def stopProducing(self) -> None:
         self.calls.append("stop")
-
-
-class BackPressureTests(SynchronousTestCase):
-    def test_pause_and_resume(self) -> None:
-        protocol = _BodyProtocol(high_water=10)
-        transport = FakeProducer()
-        protocol.makeConnection(transport)
-        protocol.dataReceived(b"123456")
-        self.assertEqual(transport.calls, [])
-        protocol.dataReceived(b"7890ab")
-        self.assertEqual(transport.calls, ["pause"])
-        protocol.dataReceived(b"cd")
-        self.assertEqual(transport.calls, ["pause"])
-        self.assertEqual(protocol.take(), b"123456")
-        self.assertEqual(transport.calls, ["pause"], "8 bytes still buffered")
-        self.assertEqual(protocol.take(), b"7890ab")
-        self.assertEqual(transport.calls, ["pause", "resume"])
-
-    def test_abort(self) -> None:
-        protocol = _BodyProtocol(high_water=10)
-        transport = FakeProducer()
-        protocol.makeConnection(transport)
-        protocol.abort()
-        self.assertEqual(transport.calls, ["stop"])
 
 
 class RegionTests(S3TestCase):
