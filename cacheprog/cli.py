@@ -12,14 +12,29 @@ command keeps working meanwhile; its requests wait in the pipe.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cacheprog import config as _config
 from cacheprog import log
+from cacheprog import settings as _settings
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from cacheprog.assembly import Stack
+    from cacheprog.interfaces import RemoteStore, ThreadRunner
+    from cacheprog.local import DiskStore
+    from cacheprog.metrics import Metrics
+    from cacheprog.prelude import Handover
+    from cacheprog.presence import Presence
+    from cacheprog.stats import Stats
+    from cacheprog.uploaders import Detacher
+    from cacheprog.warmstart import WarmStart
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> NoReturn:
@@ -40,33 +55,37 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise SystemExit(0) from None
     except _config.ConfigError as e:
         _die(str(e))
-    log.configure(level=cfg.integer("log-level"), output=cfg.text("log-output"))
+    common = _settings.common(cfg)
+    log.configure(level=common.log_level, output=common.log_output)
     if cfg.command == "proxy":
         from cacheprog.proxy.tap import run as _run_proxy
 
         raise SystemExit(_run_proxy(cfg, env))
     if cfg.command == "wait":
-        raise SystemExit(_wait(cfg))
-    raise SystemExit(_direct(cfg, env))
+        raise SystemExit(_wait(_settings.wait(cfg)))
+    try:
+        direct = _settings.direct(cfg, env)
+    except _config.ConfigError as e:
+        _die(str(e))
+    raise SystemExit(_direct(direct))
 
 
-def _detacher(cfg: _config.Config, root: str, protocol_fd: int) -> Any:
-    if not cfg.flag("detached-drain"):
+def _detacher(direct: _settings.Direct, protocol_fd: int) -> Detacher | None:
+    if direct.detached_drain_timeout is None:
         return None
     from cacheprog.uploaders import Detacher, Uploaders
 
-    return Detacher(Uploaders(root), cfg.number("detached-drain-timeout"), protocol_fd)
+    return Detacher(Uploaders(direct.root), direct.detached_drain_timeout, protocol_fd)
 
 
-def _wait(cfg: _config.Config) -> int:
+def _wait(wait: _settings.Wait) -> int:
     """
     C{cacheprog wait}: block until the detached uploaders of the local root
     are done; print what they uploaded and dropped (stdout, one line).
     """
     from cacheprog.uploaders import Uploaders
 
-    root = os.path.abspath(cfg.text("root-directory") or _config.default_root())
-    summary = Uploaders(root).wait(cfg.number("wait-timeout"))
+    summary = Uploaders(wait.root).wait(wait.timeout)
     sys.stdout.write(summary.line() + "\n")
     return 0
 
@@ -95,39 +114,35 @@ _STARTED = time.monotonic()
 _STARTED_WALL = time.time()
 
 
-def _direct(cfg: _config.Config, env: Mapping[str, str]) -> int:
+def _direct(direct: _settings.Direct) -> int:
     from cacheprog.local import DiskStore, LocalWriteError
     from cacheprog.profiling import Profiles
-    from cacheprog.remote.factory import check
     from cacheprog.wire import handshake
 
-    profiles = Profiles.start(cfg)
-    root = cfg.text("root-directory") or _config.default_root()
-    if not os.path.isabs(root):
-        root = os.path.abspath(root)
-        log.Logger("cli").warn("Root directory is not absolute, using it from the current directory", root=root)
-    local = DiskStore(root, default=not cfg.text("root-directory"))
+    profiles = Profiles.start(direct.common)
+    if direct.root_given and not os.path.isabs(direct.root_given):
+        log.Logger("cli").warn("Root directory is not absolute, using it from the current directory", root=direct.root)
+    local = DiskStore(direct.root, default=not direct.root_given)
     try:
-        plan = check(cfg, env)
         local.probe()
-    except (_config.ConfigError, LocalWriteError) as e:
+    except LocalWriteError as e:
         _die(str(e))
     protocol_fd = isolate_stdout()
     _hold_signals()
-    os.write(protocol_fd, handshake(cfg.flag("disable-get"), cfg.flag("disable-put")))
+    os.write(protocol_fd, handshake(direct.disable_get, direct.disable_put))
     # Spool files of killed runs (while go's first requests wait in the pipe).
     local.sweep()
-    log.Logger("cli").info("Starting cacheprog", root=local.root, remote=plan.kind)
+    log.Logger("cli").info("Starting cacheprog", root=local.root, remote=direct.remote.plan.kind)
     try:
-        handover = _prelude(cfg, local, plan, protocol_fd)
+        handover = _prelude(direct, local, protocol_fd)
         if handover is not None and handover.finished:
             return _finished_in_prelude(local, handover)
-        return _serve(cfg, local, plan, protocol_fd, handover)
+        return _serve(direct, local, protocol_fd, handover)
     finally:
         profiles.stop()
 
 
-def _prelude(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> Any:
+def _prelude(direct: _settings.Direct, local: DiskStore, protocol_fd: int) -> Handover | None:
     """
     Answer local hits before Twisted is imported (L{cacheprog.prelude}).
     Not when metrics are pushed: their local-get timings come from the
@@ -136,16 +151,16 @@ def _prelude(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int) -> An
 
     @return: the prelude's L{Handover}, or None when it did not run.
     """
-    if cfg.text("metrics-push-endpoint"):
+    if direct.push is not None:
         return None
     from cacheprog.prelude import on_descriptors
 
-    remote = plan.kind != "disabled"
-    journal = remote and cfg.flag("warm-start") and not cfg.flag("disable-get")
+    remote = direct.remote.enabled
+    journal = remote and direct.warm_start is not None
     return on_descriptors(local, 0, protocol_fd, remote_enabled=remote, finish_alone=not journal).run()
 
 
-def _finished_in_prelude(local: Any, handover: Any) -> int:
+def _finished_in_prelude(local: DiskStore, handover: Handover) -> int:
     from cacheprog.stats import Stats
 
     stats = Stats()
@@ -155,28 +170,22 @@ def _finished_in_prelude(local: Any, handover: Any) -> int:
     return 0
 
 
-def needs_tls(cfg: _config.Config) -> bool:
+def needs_tls(direct: _settings.Direct) -> bool:
     """
     Could this run open a TLS connection?  (S3 on AWS or any https URL.)
     """
-    kind = cfg.text("remote-storage-type")
-    urls = [cfg.text("metrics-push-endpoint")]
-    if kind == "s3":
-        urls.append(cfg.text("s3-endpoint") or "https://aws")
-        urls.append(cfg.text("s3-credentials-endpoint"))
-    elif kind == "http":
-        urls.append(cfg.text("http-storage-base-url"))
+    urls = [direct.push.endpoint if direct.push else "", *direct.remote.plan.urls()]
     return any(url.lower().startswith(("https", "minio+https")) for url in urls)
 
 
 @contextlib.contextmanager
-def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
+def _tls_unless_needed(direct: _settings.Direct) -> Iterator[None]:
     """
     Import the reactor without pyOpenSSL when nothing will speak TLS:
     twisted.internet.tcp loads TLS support eagerly (about 50 ms of the
     start-up go waits for), and does without it when the import fails.
     """
-    if needs_tls(cfg) or "OpenSSL" in sys.modules:
+    if needs_tls(direct) or "OpenSSL" in sys.modules:
         yield
         return
     sys.modules["OpenSSL"] = None  # type: ignore[assignment]
@@ -186,59 +195,36 @@ def _tls_unless_needed(cfg: _config.Config) -> Iterator[None]:
         del sys.modules["OpenSSL"]
 
 
-def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handover: Any = None) -> int:
+def _serve(direct: _settings.Direct, local: DiskStore, protocol_fd: int, handover: Handover | None = None) -> int:
     from cacheprog.frozen import resolve_hosts_first
 
     resolve_hosts_first()
-    with _tls_unless_needed(cfg):
+    with _tls_unless_needed(direct):
         from twisted.internet import reactor as _reactor
     from twisted.internet.error import ReactorNotRunning
     from twisted.internet.stdio import StandardIO
-    from twisted.internet.threads import deferToThreadPool
 
+    from cacheprog.assembly import assemble, thread_runner
     from cacheprog.cache import Cache, Settings
-    from cacheprog.remote.factory import build
     from cacheprog.stats import Stats
     from cacheprog.stdio import CacheProtocol
 
     reactor: Any = _reactor
     log.route_twisted()
-
-    def run_in_thread(f: Any, *args: object) -> Any:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-
-    with _tls_unless_needed(cfg):
+    run_in_thread = thread_runner(reactor)
+    metrics, after_close = _metrics(direct, reactor)
+    with _tls_unless_needed(direct):
         # treq pulls in twisted.internet.ssl (pyOpenSSL) even for http:// stores.
-        remote = build(plan, reactor, run_in_thread)
-    presence = _presence(cfg, remote, reactor)
-    backend = remote
-    if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
-        from cacheprog.remote.breaker import BreakerStore
-
-        remote = BreakerStore(remote, cfg.integer("max-consecutive-errors"), cfg.number("retry-after"), reactor)
-    settings = Settings(
-        get_timeout=cfg.number("remote-get-timeout"),
-        put_timeout=cfg.number("remote-put-timeout"),
-        max_background_wait=cfg.number("max-background-wait"),
-        min_remote_put_size=cfg.integer("min-remote-put-size"),
-        max_concurrent_gets=cfg.integer("max-concurrent-remote-gets"),
-        max_concurrent_puts=cfg.integer("max-concurrent-remote-puts"),
-        remote_enabled=plan.kind != "disabled",
-        defer_uploads=cfg.flag("defer-uploads"),
-    )
-    metrics, after_close = _metrics(cfg, reactor)
-    if metrics is not None and plan.kind != "disabled":
-        from cacheprog.remote.observing import ObservingStore
-
-        remote = ObservingStore(remote, metrics, reactor)
+        stack = assemble(direct.remote, reactor, run_in_thread, metrics)
+    presence = _presence(direct, stack.backend, reactor)
     stats = Stats()
-    journal = _warm_start(cfg, backend, local, reactor, run_in_thread, stats)
+    journal = _warm_start(direct, stack, local, reactor, run_in_thread, stats)
     cache = Cache(
         local,
-        remote,
+        stack.store,
         reactor,
         run_in_thread,
-        settings,
+        Settings(**dataclasses.asdict(direct.transfers)),
         stats=stats,
         observer=metrics,
         journal=journal,
@@ -255,7 +241,7 @@ def _serve(cfg: _config.Config, local: Any, plan: Any, protocol_fd: int, handove
         run_in_thread,
         after_close=after_close,
         handover=handover,
-        detacher=_detacher(cfg, local.root, protocol_fd),
+        detacher=_detacher(direct, protocol_fd),
     )
     status: list[int] = [1]
 
@@ -327,7 +313,7 @@ def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
     _EARLY_SIGNALS.clear()
 
 
-def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
+def _presence(direct: _settings.Direct, backend: RemoteStore, reactor: Any) -> Presence:
     """
     The presence view, fed by a bounded listing of the prefix when asked
     for (and the store can list).
@@ -335,36 +321,34 @@ def _presence(cfg: _config.Config, store: Any, reactor: Any) -> Any:
     from cacheprog.presence import Presence, load
 
     presence = Presence()
-    pages = cfg.integer("presence-list-pages")
-    if pages > 0 and not cfg.flag("disable-get") and hasattr(store, "list_keys"):
-        load(presence, store.list_keys(pages), reactor, cfg.number("remote-get-timeout"))
+    pages = direct.presence_list_pages
+    if pages > 0 and hasattr(backend, "list_keys"):
+        load(presence, backend.list_keys(pages), reactor, direct.transfers.get_timeout)
     return presence
 
 
-def _warm_start(cfg: _config.Config, backend: Any, local: Any, reactor: Any, run_in_thread: Any, stats: Any) -> Any:
+def _warm_start(
+    direct: _settings.Direct,
+    stack: Stack,
+    local: DiskStore,
+    reactor: Any,
+    run_in_thread: ThreadRunner,
+    stats: Stats,
+) -> WarmStart | None:
     """
     The run manifest, packs and prefetch, when the store can hold them
     and the option is on.
     """
-    if not cfg.flag("warm-start") or not hasattr(backend, "get_range") or cfg.flag("disable-get"):
+    warm, blobs = direct.warm_start, stack.blobs
+    if warm is None or blobs is None:
         return None
     from cacheprog.runkey import describe, run_key
     from cacheprog.warmstart import WarmStart
 
-    override = cfg.text("manifest-key")
-    description = {} if override else describe(os.environ)
-    key = run_key(description, override)
+    description = {} if warm.manifest_key else describe(os.environ)
+    key = run_key(description, warm.manifest_key)
     log.Logger("cli").debug("Run manifest", key=key, **{k: str(v) for k, v in description.items()})
-    return WarmStart(
-        backend,
-        local,
-        reactor,
-        run_in_thread,
-        key,
-        stats,
-        wait=cfg.number("prefetch-wait"),
-        write=not cfg.flag("disable-put"),
-    )
+    return WarmStart(blobs, local, reactor, run_in_thread, key, stats, wait=warm.prefetch_wait, write=warm.write)
 
 
 def _record_run(root: str, stats: dict[str, object]) -> None:
@@ -381,21 +365,21 @@ def _record_run(root: str, stats: dict[str, object]) -> None:
         log.Logger("cli").warn("Cannot append to the run log", reason=str(e))
 
 
-def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
+def _metrics(direct: _settings.Direct, reactor: Any) -> tuple[Metrics | None, Callable[[], Deferred[bool]] | None]:
     """
     Metrics and their push at close, only when a push endpoint is set (no
     endpoint: no prometheus_client import, no cost).  The push happens
     before stdout closes, so go waits for it, at most its 5 s timeout.
     """
-    endpoint = cfg.text("metrics-push-endpoint")
-    if not endpoint:
+    push = direct.push
+    if push is None:
         return None, None
     from twisted.internet.defer import Deferred
 
     from cacheprog.metrics import Metrics, push_at_exit
     from cacheprog.remote.pool import build_client
 
-    metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
+    metrics = Metrics(vm_histograms=direct.common.vm_histograms)
 
     def after_close() -> Deferred[bool]:
         metrics.run_time(time.monotonic() - _STARTED)
@@ -405,10 +389,10 @@ def _metrics(cfg: _config.Config, reactor: Any) -> tuple[Any, Any]:
                 metrics,
                 client,
                 reactor,
-                endpoint,
-                method=cfg.text("metrics-push-method"),
-                extra_labels=cfg.mapping("metrics-push-extra-labels"),
-                extra_headers=cfg.mapping("metrics-push-extra-headers"),
+                push.endpoint,
+                method=push.method,
+                extra_labels=push.labels,
+                extra_headers=push.headers,
             )
         )
 

@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.unit.test_config -*-
 """
-Every option, declared once: its flag, its C{CACHEPROG_*} variable(s), its
-default, its kind and its help.  The same table serves C{direct}, C{proxy}
-and C{--help}.  Precedence: flag > environment > default.  An empty variable
-counts as unset (the Go reference made it a fatal error).
+Options from the command line and the environment, by the table of
+L{cacheprog.options}: precedence flag > environment > default; an empty
+variable counts as unset (the Go reference made it a fatal error).  Values
+are read with the option's constant: C{config[S3_BUCKET]} is a C{str}.
 
 This module must stay cheap to import: it runs before the handshake.
 """
@@ -15,13 +15,13 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from cacheprog import __version__
+from cacheprog.options import BY_NAME, MULTI_KINDS, OPTIONS, STORAGE_TYPES, Option
 
 COMMANDS = ("direct", "proxy", "wait")
-#: The commands that talk to a remote store.
-REMOTE_COMMANDS = ("direct", "proxy")
-STORAGE_TYPES = ("disabled", "dir", "s3", "http", "memory")
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -29,408 +29,6 @@ class ConfigError(Exception):
     A bad option value; the message names the flag or variable at fault.
     """
 
-
-class Option:
-    """
-    One option: C{--name}, its environment variables, default, kind and help.
-
-    @ivar scope: C{global}, C{remote} (direct and proxy), C{local} (direct
-        and wait: the local root), C{direct}, C{proxy} or C{wait}.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        env: str | Sequence[str],
-        kind: str,
-        help: str,
-        default: str | None = None,
-        scope: str = "direct",
-        placeholder: str = "",
-    ) -> None:
-        self.name = name
-        self.envs = (env,) if isinstance(env, str) else tuple(env)
-        self.kind = kind
-        self.help = help
-        self.default = default
-        self.scope = scope
-        self.placeholder = placeholder or _PLACEHOLDERS.get(kind, "VALUE")
-
-    def applies_to(self, command: str) -> bool:
-        return (
-            self.scope in ("global", command)
-            or (self.scope == "remote" and command in REMOTE_COMMANDS)
-            or (self.scope == "local" and command in ("direct", "wait"))
-        )
-
-
-_PLACEHOLDERS = {
-    "duration": "DURATION",
-    "int": "NUM",
-    "size": "SIZE",
-    "url": "URL",
-    "list": "[header ...]",
-    "headers": "[key:value ...]",
-    "labels": "[key=value ...]",
-    "level": "LEVEL",
-    "path": "PATH",
-    "type": "TYPE",
-}
-
-_E = "CACHEPROG_"
-OPTIONS: tuple[Option, ...] = (
-    # global
-    Option("log-level", _E + "LOG_LEVEL", "level", "log level: DEBUG, INFO, WARN or ERROR", "INFO", "global"),
-    Option("log-output", _E + "LOG_OUTPUT", "path", "append logs to this file instead of stderr", None, "global"),
-    Option(
-        "cpu-profile", _E + "CPU_PROFILE_PATH", "path", "write a cProfile profile of the whole run here", None, "global"
-    ),
-    Option("mem-profile", _E + "MEM_PROFILE_PATH", "path", "write a tracemalloc snapshot here at exit", None, "global"),
-    Option(
-        "trace-profile",
-        _E + "TRACE_PROFILE_PATH",
-        "path",
-        "accepted for compatibility; ignored with a warning",
-        None,
-        "global",
-    ),
-    Option("fgprof", _E + "FGPROF_PATH", "path", "accepted for compatibility; ignored with a warning", None, "global"),
-    Option(
-        "use-vm-histograms",
-        _E + "USE_VM_HISTOGRAMS",
-        "bool",
-        "VictoriaMetrics-style (vmrange) histograms in pushed metrics",
-        "false",
-        "global",
-    ),
-    # remote storage (direct and proxy)
-    Option(
-        "remote-storage-type",
-        _E + "REMOTE_STORAGE_TYPE",
-        "type",
-        "remote storage: disabled, dir, s3 or http (memory: for testing)",
-        "disabled",
-        "remote",
-    ),
-    Option(
-        "dir-storage-root",
-        _E + "DIR_STORAGE_ROOT",
-        "path",
-        "shared directory for the dir storage (a CI volume, NFS)",
-        None,
-        "remote",
-    ),
-    Option(
-        "dir-read-roots",
-        _E + "DIR_READ_ROOTS",
-        "list",
-        "more directories to read from, in order, after --dir-storage-root; never written",
-        None,
-        "remote",
-        "[dir ...]",
-    ),
-    Option(
-        "max-consecutive-errors",
-        _E + "REMOTE_STORAGE_MAX_CONSECUTIVE_ERRORS",
-        "int",
-        "circuit breaker: consecutive remote errors before remote storage is switched off (<=0: never)",
-        "10",
-        "remote",
-    ),
-    Option(
-        "retry-after",
-        _E + "REMOTE_STORAGE_RETRY_AFTER",
-        "duration",
-        "circuit breaker: wait this long before one probe request (<=0: stay off)",
-        "15s",
-        "remote",
-    ),
-    Option(
-        "s3-endpoint",
-        _E + "S3_ENDPOINT",
-        "url",
-        "S3 endpoint: http(s)://host or minio+http(s)://host; empty for AWS",
-        None,
-        "remote",
-    ),
-    Option(
-        "s3-force-path-style",
-        _E + "S3_FORCE_PATH_STYLE",
-        "bool",
-        "path-style bucket addressing instead of virtual hosts",
-        "false",
-        "remote",
-    ),
-    Option(
-        "s3-region",
-        _E + "S3_REGION",
-        "str",
-        "bucket region; empty: detected with GetBucketLocation",
-        None,
-        "remote",
-        "REGION",
-    ),
-    Option("s3-bucket", _E + "S3_BUCKET", "str", "bucket name (required for s3)", None, "remote", "BUCKET"),
-    Option(
-        "s3-exclude-headers-from-signing",
-        _E + "S3_EXCLUDE_HEADERS_FROM_SIGNING",
-        "list",
-        "headers sent but not signed (GCS: Accept-Encoding)",
-        None,
-        "remote",
-    ),
-    Option(
-        "s3-prefix",
-        _E + "S3_PREFIX",
-        "str",
-        "key prefix; templated: {% GOOS %}, {% GOARCH %}, {% env.NAME %}",
-        None,
-        "remote",
-        "PREFIX",
-    ),
-    Option(
-        "s3-read-prefixes",
-        _E + "S3_READ_PREFIXES",
-        "list",
-        "more prefixes of the bucket to read from, in order, after --s3-prefix; never written (a pull request reading main's cache); templated like it",
-        None,
-        "remote",
-        "[prefix ...]",
-    ),
-    Option(
-        "s3-expiration",
-        _E + "S3_EXPIRATION",
-        "duration",
-        "set the Expires header to now+this on uploads (0: none; use lifecycle rules for real expiry)",
-        "0",
-        "remote",
-    ),
-    Option(
-        "s3-credentials-endpoint",
-        _E + "S3_CREDENTIALS_ENDPOINT",
-        "str",
-        "container-credentials endpoint",
-        None,
-        "remote",
-        "URL",
-    ),
-    Option(
-        "s3-access-key-id",
-        _E + "S3_ACCESS_KEY_ID",
-        "str",
-        "static access key id (else the AWS credential chain)",
-        None,
-        "remote",
-        "ID",
-    ),
-    Option(
-        "s3-access-key-secret", _E + "S3_ACCESS_KEY_SECRET", "str", "static secret access key", None, "remote", "SECRET"
-    ),
-    Option("s3-session-token", _E + "S3_SESSION_TOKEN", "str", "static session token", None, "remote", "TOKEN"),
-    Option(
-        "http-storage-base-url",
-        _E + "HTTP_STORAGE_BASE_URL",
-        "url",
-        "base URL of a cacheprog proxy (required for http)",
-        None,
-        "remote",
-    ),
-    Option(
-        "http-storage-extra-headers",
-        _E + "HTTP_STORAGE_EXTRA_HEADERS",
-        "headers",
-        "headers added to every storage request",
-        None,
-        "remote",
-    ),
-    # direct
-    Option(
-        "root-directory",
-        (_E + "ROOT_DIRECTORY", _E + "DISK_STORAGE_ROOT"),
-        "path",
-        "local cache directory; default: <tmp>/cacheprog-<uid>, shared by the go commands of a job",
-        None,
-        "local",
-    ),
-    Option(
-        "remote-get-timeout",
-        _E + "REMOTE_GET_TIMEOUT",
-        "duration",
-        "answer miss when a remote get takes longer (the download still lands locally; 0: no limit)",
-        "5s",
-    ),
-    Option(
-        "remote-put-timeout",
-        _E + "REMOTE_PUT_TIMEOUT",
-        "duration",
-        "give up one background upload after this (0: no limit)",
-        "5s",
-    ),
-    Option(
-        "max-concurrent-remote-gets", _E + "MAX_CONCURRENT_REMOTE_GETS", "int", "remote gets at once (0: no limit)", "0"
-    ),
-    Option("max-concurrent-remote-puts", _E + "MAX_CONCURRENT_REMOTE_PUTS", "int", "uploads at once (0: 64)", "0"),
-    Option(
-        "max-background-wait",
-        _E + "MAX_BACKGROUND_WAIT",
-        "duration",
-        "at close, wait this long for uploads (0: no limit)",
-        "10s",
-    ),
-    Option(
-        "min-remote-put-size",
-        _E + "MIN_REMOTE_PUT_SIZE",
-        "size",
-        "do not upload objects smaller than this many bytes",
-        "0",
-    ),
-    Option(
-        "detached-drain",
-        _E + "DETACHED_DRAIN",
-        "bool",
-        "at close, answer go and close stdout at once; finish uploads in the background (see cacheprog wait)",
-        "false",
-    ),
-    Option(
-        "detached-drain-timeout",
-        _E + "DETACHED_DRAIN_TIMEOUT",
-        "duration",
-        "a detached uploader gives up what is left after this (0: no limit)",
-        "5m",
-    ),
-    Option(
-        "defer-uploads",
-        _E + "DEFER_UPLOADS",
-        "bool",
-        "queue uploads until close instead of running them during the build",
-        "false",
-    ),
-    Option(
-        "presence-list-pages",
-        _E + "PRESENCE_LIST_PAGES",
-        "int",
-        "s3: list the prefix at start, up to this many pages of 1000 keys, to answer misses without a request (0: off)",
-        "0",
-    ),
-    Option(
-        "wait-timeout",
-        _E + "WAIT_TIMEOUT",
-        "duration",
-        "cacheprog wait: give up after this (0: no limit)",
-        "0",
-        "wait",
-    ),
-    Option(
-        "disable-get", _E + "DISABLE_GET", "bool", "do not offer get: rebuild everything, still fill the cache", "false"
-    ),
-    Option("disable-put", _E + "DISABLE_PUT", "bool", "do not offer put: read-only cache", "false"),
-    Option(
-        "warm-start",
-        _E + "WARM_START",
-        "bool",
-        "keep a run manifest and packs per go command and prefetch them at start (s3, dir, http)",
-        "true",
-    ),
-    Option(
-        "manifest-key",
-        _E + "MANIFEST_KEY",
-        "str",
-        "name of this run's manifest; default: derived from the go command, module, GOOS/GOARCH and toolchain",
-        None,
-        "direct",
-        "NAME",
-    ),
-    Option(
-        "prefetch-wait",
-        _E + "PREFETCH_WAIT",
-        "duration",
-        "longest a get waits for an entry the prefetch is bringing before fetching it alone",
-        "1s",
-    ),
-    Option("metrics-push-endpoint", _E + "METRICS_PUSH_ENDPOINT", "url", "push metrics here once at exit", None),
-    Option(
-        "metrics-push-method",
-        _E + "METRICS_PUSH_METHOD",
-        "str",
-        "HTTP method of the metrics push",
-        "GET",
-        "direct",
-        "METHOD",
-    ),
-    Option(
-        "metrics-push-extra-labels",
-        _E + "METRICS_PUSH_EXTRA_LABELS",
-        "labels",
-        "labels added to every pushed series",
-        None,
-    ),
-    Option(
-        "metrics-push-extra-headers",
-        _E + "METRICS_PUSH_EXTRA_HEADERS",
-        "headers",
-        "headers added to the metrics push",
-        None,
-    ),
-    # proxy
-    Option(
-        "listen-address",
-        _E + "PROXY_LISTEN_ADDRESS",
-        "str",
-        "address to listen on (beyond loopback, set the write token)",
-        "127.0.0.1:8080",
-        "proxy",
-        "ADDR",
-    ),
-    Option(
-        "proxy-read-token-file",
-        _E + "PROXY_READ_TOKEN_FILE",
-        "path",
-        "GET/HEAD need this token (Authorization: Bearer); or the token in CACHEPROG_PROXY_READ_TOKEN",
-        None,
-        "proxy",
-    ),
-    Option(
-        "proxy-write-token-file",
-        _E + "PROXY_WRITE_TOKEN_FILE",
-        "path",
-        "PUT needs this token (Authorization: Bearer); or the token in CACHEPROG_PROXY_WRITE_TOKEN",
-        None,
-        "proxy",
-    ),
-    Option(
-        "proxy-header-timeout",
-        _E + "PROXY_HEADER_TIMEOUT",
-        "duration",
-        "a request's headers must arrive within this time of its first byte (slow clients are dropped)",
-        "30s",
-        "proxy",
-    ),
-    Option(
-        "metrics-proxy-endpoint",
-        _E + "METRICS_PROXY_ENDPOINT",
-        "url",
-        "forward /metricsproxy pushes here",
-        None,
-        "proxy",
-    ),
-    Option(
-        "metrics-proxy-extra-labels",
-        _E + "METRICS_PROXY_EXTRA_LABELS",
-        "labels",
-        "labels encoded into the forwarded push path",
-        None,
-        "proxy",
-    ),
-    Option(
-        "metrics-proxy-extra-headers",
-        _E + "METRICS_PROXY_EXTRA_HEADERS",
-        "headers",
-        "headers added to forwarded pushes",
-        None,
-        "proxy",
-    ),
-)
-_BY_NAME = {o.name: o for o in OPTIONS}
 
 # Go duration syntax: "300ms", "1.5h", "2h45m", "-1s", "0".
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -532,8 +130,8 @@ _SCALARS: dict[str, Callable[[str], object]] = {
 }
 
 
-def _convert(option: Option, raw: str | list[str]) -> object:
-    if option.kind in ("list", "headers", "labels"):
+def _convert(option: Option[Any], raw: str | list[str]) -> object:
+    if option.kind in MULTI_KINDS:
         items = raw if isinstance(raw, list) else _csv(raw)
         if option.kind == "headers":
             return _split_pairs(items, ":", "http header")
@@ -555,8 +153,10 @@ def _csv(text: str) -> list[str]:
 
 class Config:
     """
-    Parsed options for one command.  Values are typed by kind: durations are
-    float seconds, lists are lists, headers/labels are dicts, levels ints.
+    Parsed options for one command, read by their constants:
+    C{config[REMOTE_GET_TIMEOUT]} is float seconds, lists are lists,
+    headers and labels dicts, levels ints; an unset option gives its kind's
+    empty value (C{""}, C{0}, C{False}, C{[]}, C{{}}).
     """
 
     def __init__(self, command: str, values: dict[str, object], sources: dict[str, str]) -> None:
@@ -564,39 +164,25 @@ class Config:
         self._values = values
         self.sources = sources
 
-    def __getitem__(self, name: str) -> object:
-        return self._values[name]
+    def __getitem__(self, option: Option[T]) -> T:
+        value = self._values[option.name]
+        if value is None:
+            value = option.unset
+        if isinstance(value, (list, dict)):
+            value = value.copy()
+        return cast(T, value)
 
-    def text(self, name: str) -> str:
-        value = self._values[name]
-        return "" if value is None else str(value)
+    def given(self, option: Option[Any]) -> bool:
+        """
+        Whether a flag, variable or default gave C{option} a value.
+        """
+        return self._values[option.name] is not None
 
-    def flag(self, name: str) -> bool:
-        return bool(self._values[name])
-
-    def number(self, name: str) -> float:
-        value = self._values[name]
-        assert isinstance(value, (int, float))
-        return value
-
-    def integer(self, name: str) -> int:
-        value = self._values[name]
-        assert isinstance(value, int)
-        return value
-
-    def mapping(self, name: str) -> dict[str, str]:
-        value = self._values[name]
-        return dict(value) if isinstance(value, dict) else {}
-
-    def items(self, name: str) -> list[str]:
-        value = self._values[name]
-        return list(value) if isinstance(value, list) else []
-
-    def source(self, name: str) -> str:
+    def source(self, option: Option[Any]) -> str:
         """
         Where a value came from, for messages: C{--flag} or C{VARIABLE}.
         """
-        return self.sources.get(name, f"--{name}")
+        return self.sources.get(option.name, f"--{option.name}")
 
 
 class Usage(Exception):
@@ -648,12 +234,12 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
             command = arg
         elif arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            option = _BY_NAME.get(name)
+            option = BY_NAME.get(name)
             if option is None:
                 raise ConfigError(f"unknown argument {arg}")
             if option.kind == "bool":
                 given[name] = value if eq else "true"
-            elif option.kind in ("list", "headers", "labels"):
+            elif option.kind in MULTI_KINDS:
                 if eq:
                     # One value: CSV, exactly as the same text in the variable.
                     given[name] = value
@@ -678,7 +264,7 @@ def _resolve(command: str, given: dict[str, str | list[str]], environ: Mapping[s
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     for name in given:
-        if not _BY_NAME[name].applies_to(command):
+        if not BY_NAME[name].applies_to(command):
             raise ConfigError(f"--{name} is not an option of the {command} command")
     for option in OPTIONS:
         if not option.applies_to(command):
@@ -751,24 +337,3 @@ def help_text(command: str) -> str:
         "        show the version and exit",
     ]
     return "\n".join(lines) + "\n"
-
-
-def render_prefix(template: str, environ: Mapping[str, str], goos: str, goarch: str) -> str:
-    """
-    Expand C{{% GOOS %}}, C{{% GOARCH %}} and C{{% env.NAME %}} in an S3 prefix
-    (an unset variable gives "").  An unclosed C{{%} stays as it is.
-
-    @raise ValueError: for any other tag, naming it.
-    """
-
-    def tag(m: re.Match[str]) -> str:
-        name = m.group(1).strip()
-        if name == "GOOS":
-            return environ.get("GOOS") or goos
-        if name == "GOARCH":
-            return environ.get("GOARCH") or goarch
-        if name.startswith("env.") and len(name) > 4:
-            return environ.get(name[4:], "")
-        raise ValueError(f"unknown template tag {name!r} (use GOOS, GOARCH or env.NAME)")
-
-    return re.sub(r"\{%(.*?)%\}", tag, template)

@@ -6,10 +6,12 @@ are Go-runtime profiles with no Python equivalent: accepted, with a warning.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cacheprog.config import Config
 from cacheprog.log import Logger
+
+if TYPE_CHECKING:
+    from cacheprog.settings import Common
 
 _log = Logger("profiling")
 
@@ -25,11 +27,10 @@ class Profiles:
         self._cpu: Any = None
 
     @classmethod
-    def start(cls, cfg: Config) -> Profiles:
-        for name in ("trace-profile", "fgprof"):
-            if cfg.text(name):
-                _log.warn("This profile exists only in the Go implementation; ignored", option=f"--{name}")
-        profiles = cls(cfg.text("cpu-profile"), cfg.text("mem-profile"))
+    def start(cls, common: Common) -> Profiles:
+        for flag in common.go_profiles:
+            _log.warn("This profile exists only in the Go implementation; ignored", option=flag)
+        profiles = cls(common.cpu_profile, common.mem_profile)
         if profiles._cpu_path:
             import cProfile
 

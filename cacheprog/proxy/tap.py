@@ -4,26 +4,21 @@ The proxy as a service: L{Options} and L{makeService} for
 C{twistd -n cacheprog ...} (through the dropin
 C{twisted/plugins/cacheprog_proxy.py}), and L{run} for C{cacheprog proxy}.
 Both build the same L{ProxyService} from the same option table
-(L{cacheprog.config.OPTIONS}, scopes C{global}, C{remote} and C{proxy}).
+(L{cacheprog.options}, scopes C{global}, C{remote} and C{proxy}) through
+L{cacheprog.settings.proxy}.
 
-The backend is made by the same factory as direct mode and wrapped in the
-circuit breaker (the reference built one and never used it in proxy mode).
-On SIGINT/SIGTERM the proxy stops listening, lets requests in progress
-finish for up to L{DRAIN_TIMEOUT} seconds, closes the backend and exits 0.
-
-C{--listen-address} takes the reference's C{host:port} and C{:port} (all
-IPv4 interfaces), C{[v6]:port}, or any Twisted server endpoint string
-(C{tcp:8080:interface=127.0.0.1}, C{unix:/run/cacheprog.sock},
-C{systemd:domain=INET:index=0}), passed as it is.
+The remote store comes from L{cacheprog.assembly}, as in direct mode (so
+the proxy has the circuit breaker too).  On SIGINT/SIGTERM the proxy stops
+listening, lets requests in progress finish for up to L{DRAIN_TIMEOUT}
+seconds, closes the backend and exits 0.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -33,48 +28,19 @@ from twisted.web.resource import IResource
 
 from cacheprog import config as _config
 from cacheprog import log
-from cacheprog.interfaces import BlobStore, RemoteStore, ThreadRunner
-from cacheprog.proxy.access import Tokens
-from cacheprog.remote import factory
+from cacheprog import settings as _settings
+from cacheprog.assembly import assemble, thread_runner
+from cacheprog.interfaces import RemoteStore, ThreadRunner
+from cacheprog.options import MULTI_KINDS, OPTIONS, Option
+from cacheprog.proxy.address import loopback
 
 _log = log.Logger("proxy")
 
 #: Seconds a stopping proxy waits for requests in progress.
 DRAIN_TIMEOUT = 10.0
-#: Pending connections the kernel queues for us (Twisted's default is 50;
-#: a burst of new clients beyond that waits for SYN retransmissions).
-BACKLOG = 1024
-#: Endpoint types passed to Twisted as they are.
-ENDPOINT_TYPES = ("tcp", "tcp6", "unix", "ssl", "systemd")
-_MULTI = ("list", "headers", "labels")
-_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^\[\]:]*):([0-9]{1,5})")
 
 
-def endpoint_description(address: str) -> str:
-    """
-    The Twisted endpoint string for a C{--listen-address}.
-
-    @raise _config.ConfigError: for an address that is neither C{host:port}
-        nor an endpoint string.
-    """
-    text = address.strip()
-    kind = text.partition(":")[0].lower()
-    if kind in ENDPOINT_TYPES and ":" in text:
-        return text
-    m = _HOST_PORT.fullmatch(text)
-    if m is None or int(m.group(2)) > 65535:
-        raise _config.ConfigError(
-            f"invalid listen address {address!r}: use host:port, :port or a Twisted endpoint such as tcp:8080"
-        )
-    host, port = m.group(1), int(m.group(2))
-    if host.startswith("["):
-        return f"tcp6:{port}:interface=" + host[1:-1].replace(":", "\\:") + f":backlog={BACKLOG}"
-    if not host:
-        return f"tcp:{port}:backlog={BACKLOG}"
-    return f"tcp:{port}:interface={host}:backlog={BACKLOG}"
-
-
-def _help(option: _config.Option) -> str:
+def _help(option: Option[Any]) -> str:
     notes = [f"env: {', '.join(option.envs)}"]
     if option.default not in (None, "", "0", "false"):
         notes.insert(0, f"default: {option.default}")
@@ -91,9 +57,9 @@ def _adder(name: str, doc: str) -> Any:
 
 class Options(usage.Options):
     """
-    The proxy's options, generated from L{cacheprog.config.OPTIONS}; the
+    The proxy's options, generated from L{cacheprog.options.OPTIONS}; the
     environment fills in what the command line leaves out, as for
-    C{cacheprog proxy}.  After parsing: L{config}, L{plan} and L{endpoint}.
+    C{cacheprog proxy}.  After parsing: L{settings}.
     """
 
     synopsis = "[options]"
@@ -108,22 +74,20 @@ class Options(usage.Options):
         super().__init__()  # type: ignore[no-untyped-call]
         self.environ = os.environ if environ is None else environ
         self.multi: dict[str, list[str]] = {}
-        self.config: _config.Config | None = None
-        self.plan: factory.RemotePlan | None = None
-        self.endpoint = ""
+        self.settings: _settings.Proxy | None = None
 
     def argv(self) -> list[str]:
         """
         The parsed options as a C{cacheprog proxy} command line.
         """
         args = ["proxy"]
-        for option in _config.OPTIONS:
+        for option in OPTIONS:
             if not option.applies_to("proxy"):
                 continue
             if option.kind == "bool":
                 if self[option.name]:
                     args.append(f"--{option.name}")
-            elif option.kind in _MULTI:
+            elif option.kind in MULTI_KINDS:
                 if option.name in self.multi:
                     args += [f"--{option.name}", *self.multi[option.name]]
             elif self[option.name] is not None:
@@ -132,20 +96,17 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         try:
-            self.config = _config.parse(self.argv(), self.environ)
-            self.plan = factory.check(self.config, self.environ)
-            self.endpoint = endpoint_description(self.config.text("listen-address"))
-            tokens(self.config, self.environ)
+            self.settings = _settings.proxy(_config.parse(self.argv(), self.environ), self.environ)
         except _config.ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
 
-for _option in _config.OPTIONS:
+for _option in OPTIONS:
     if not _option.applies_to("proxy"):
         continue
     if _option.kind == "bool":
         Options.optFlags.append([_option.name, None, _help(_option)])
-    elif _option.kind in _MULTI:
+    elif _option.kind in MULTI_KINDS:
         setattr(Options, "opt_" + _option.name.replace("-", "_"), _adder(_option.name, _help(_option)))
     else:
         Options.optParameters.append([_option.name, None, None, _help(_option)])
@@ -241,22 +202,8 @@ class ProxyService(Service):
             self._reactor._exitSignal = None
 
 
-def thread_runner(reactor: Any) -> ThreadRunner:
-    """
-    Runs blocking work in C{reactor}'s thread pool.
-    """
-    from twisted.internet.threads import deferToThreadPool
-
-    def run_in_thread(f: Any, *args: object) -> Any:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-
-    return run_in_thread
-
-
 def make_service(
-    cfg: _config.Config,
-    plan: factory.RemotePlan,
-    endpoint: str,
+    proxy: _settings.Proxy,
     reactor: Any,
     *,
     run_in_thread: ThreadRunner | None = None,
@@ -264,84 +211,44 @@ def make_service(
     metricsproxy: IResource | None = None,
 ) -> ProxyService:
     """
-    The proxy for checked options: backend (with its breaker), site, service.
+    The proxy for checked settings: the remote store, the site, the service.
 
-    @param metrics: mounted at C{/metrics} (a stub when None).
-    @param metricsproxy: mounted at C{/metricsproxy} when given.
+    @param metrics: mounted at C{/metrics} (the store's own series when None).
+    @param metricsproxy: mounted at C{/metricsproxy} (forwarding to
+        C{proxy.forward} when None and it is set).
     """
-    from cacheprog.proxy.resource import build_site
+    from cacheprog.proxy.resource import MetricsResource, build_site
 
     runner = run_in_thread if run_in_thread is not None else thread_runner(reactor)
-    store: RemoteStore = factory.build(plan, reactor, runner)
-    # The backend itself (before the breaker and metrics wrap it) serves /blob/.
-    blobs = cast("BlobStore", store) if hasattr(store, "get_range") else None
-    if plan.kind != "disabled" and cfg.integer("max-consecutive-errors") > 0:
-        from cacheprog.remote.breaker import BreakerStore
-
-        store = BreakerStore(store, cfg.integer("max-consecutive-errors"), cfg.number("retry-after"), reactor)
+    observer = None
     if metrics is None:
-        store, metrics = _own_metrics(cfg, store, reactor)
-    if metricsproxy is None and cfg.text("metrics-proxy-endpoint"):
-        metricsproxy = _metrics_proxy(cfg, reactor)
-    access = tokens(cfg, os.environ)
-    if access.open and not loopback(endpoint):
+        from cacheprog.metrics import Metrics
+
+        observer = Metrics(vm_histograms=proxy.common.vm_histograms)
+        metrics = MetricsResource(observer.render)
+    stack = assemble(proxy.remote, reactor, runner, observer)
+    if metricsproxy is None and proxy.forward is not None:
+        metricsproxy = _metrics_proxy(proxy.forward, reactor)
+    if proxy.tokens.open and not loopback(proxy.endpoint):
         _log.warn(
             "The proxy listens beyond loopback without a write token: anyone who reaches it can plant "
             "build outputs (set --proxy-write-token-file or CACHEPROG_PROXY_WRITE_TOKEN)",
-            address=endpoint,
+            address=proxy.endpoint,
         )
     site = build_site(
-        store,
+        stack.store,
         reactor=reactor,
         run_in_thread=runner,
         metrics=metrics,
         metricsproxy=metricsproxy,
-        blobs=blobs,
-        tokens=access,
+        blobs=stack.blobs,
+        tokens=proxy.tokens,
     )
-    site.header_timeout = cfg.number("proxy-header-timeout")
-    return ProxyService(endpoint, site, store, reactor)
+    site.header_timeout = proxy.header_timeout
+    return ProxyService(proxy.endpoint, site, stack.store, reactor)
 
 
-def tokens(cfg: _config.Config, environ: Mapping[str, str]) -> Tokens:
-    """
-    The proxy's tokens (files or variables).
-
-    @raise _config.ConfigError: naming the file or variable at fault.
-    """
-    from cacheprog.proxy.access import TokenError, load_tokens
-
-    try:
-        return load_tokens(cfg.text("proxy-read-token-file"), cfg.text("proxy-write-token-file"), environ)
-    except TokenError as e:
-        raise _config.ConfigError(str(e)) from None
-
-
-def loopback(endpoint: str) -> bool:
-    """
-    Whether a Twisted endpoint string listens on loopback (or a unix socket) only.
-    """
-    kind, _, rest = endpoint.partition(":")
-    if kind == "unix":
-        return True
-    interface = re.search(r"interface=((?:\\:|[^:])*)", rest)
-    host = interface.group(1).replace("\\:", ":") if interface else ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
-
-
-def _own_metrics(cfg: _config.Config, store: RemoteStore, reactor: Any) -> tuple[RemoteStore, IResource]:
-    """
-    The proxy's C{/metrics}: the series of its remote store, observed.
-    """
-    from cacheprog.metrics import Metrics
-    from cacheprog.proxy.resource import MetricsResource
-    from cacheprog.remote.observing import ObservingStore
-
-    metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
-    return ObservingStore(store, metrics, reactor), MetricsResource(metrics.render)
-
-
-def _metrics_proxy(cfg: _config.Config, reactor: Any) -> IResource:
+def _metrics_proxy(forward: _settings.Push, reactor: Any) -> IResource:
     """
     C{/metricsproxy}: forwards the clients' pushes with the proxy's labels
     and headers.  No trailing slash after the label path (the reference
@@ -354,15 +261,11 @@ def _metrics_proxy(cfg: _config.Config, reactor: Any) -> IResource:
     return MetricsProxyResource(
         client,
         reactor,
-        cfg.text("metrics-proxy-endpoint"),
-        labels=cfg.mapping("metrics-proxy-extra-labels"),
-        headers=cfg.mapping("metrics-proxy-extra-headers"),
+        forward.endpoint,
+        labels=forward.labels,
+        headers=forward.headers,
         trailing_slash=False,
     )
-
-
-def _configure_logging(cfg: _config.Config) -> None:
-    log.configure(level=cfg.integer("log-level"), output=cfg.text("log-output"))
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -373,13 +276,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    assert options.config is not None and options.plan is not None
-    _configure_logging(options.config)
-    service = make_service(options.config, options.plan, options.endpoint, reactor)
-    if options.config.text("cpu-profile") or options.config.text("mem-profile"):
+    assert options.settings is not None
+    common = options.settings.common
+    log.configure(level=common.log_level, output=common.log_output)
+    service = make_service(options.settings, reactor)
+    if common.cpu_profile or common.mem_profile:
         from cacheprog.profiling import Profiles
 
-        service.profiles = Profiles.start(options.config)
+        service.profiles = Profiles.start(common)
     return service
 
 
@@ -392,26 +296,24 @@ def run(cfg: _config.Config, environ: Mapping[str, str]) -> int:
     from cacheprog.profiling import Profiles
 
     try:
-        plan = factory.check(cfg, environ)
-        endpoint = endpoint_description(cfg.text("listen-address"))
-        tokens(cfg, environ)
+        proxy = _settings.proxy(cfg, environ)
     except _config.ConfigError as e:
         sys.stderr.write(f"cacheprog: {e}\nRun 'cacheprog proxy --help' to see every option.\n")
         return 1
-    profiles = Profiles.start(cfg)
+    profiles = Profiles.start(proxy.common)
     try:
-        return _serve(cfg, plan, endpoint)
+        return _serve(proxy)
     finally:
         profiles.stop()
 
 
-def _serve(cfg: _config.Config, plan: factory.RemotePlan, endpoint: str) -> int:
+def _serve(proxy: _settings.Proxy) -> int:
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
     log.route_twisted()
     try:
-        service = make_service(cfg, plan, endpoint, reactor)
+        service = make_service(proxy, reactor)
     except Exception as e:  # noqa: BLE001 - reported, exit 1
         _log.error("Cannot start the proxy", reason=str(e) or repr(e))
         return 1

@@ -23,6 +23,7 @@ from typing import IO
 from cacheprog.interfaces import Body, NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.local import copy_atomic, write_atomic
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
+from cacheprog.remote.dirconfig import make_root
 
 #: Objects below this size are read on the reactor thread.
 INLINE_LIMIT = 256 * 1024
@@ -89,9 +90,7 @@ class DirectoryStore(BulkGet):
         """
         Create the root (at start, so a bad path fails before the handshake).
         """
-        os.makedirs(self.root, exist_ok=True)
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise OSError(f"{self.root} is not writable")
+        make_root(self.root)
 
     def _paths(self, action_id: bytes) -> tuple[str, str, str]:
         name = action_id.hex()

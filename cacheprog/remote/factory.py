@@ -2,27 +2,44 @@
 """
 From configuration to a remote store, in two steps: L{check} validates
 everything a user can get wrong (cheap, before the handshake, imports
-nothing heavy), L{build} makes the store (after the handshake).
+nothing heavy) into a typed plan, L{build} makes the store (after the
+handshake).  Each backend checks its own options (C{check_dir},
+C{check_s3}, C{check_http}).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
+from cacheprog import options as o
 from cacheprog.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from cacheprog.interfaces import RemoteStore, ThreadRunner
+    from cacheprog.remote.dirconfig import DirSettings
+    from cacheprog.remote.httpconfig import HTTPSettings
+    from cacheprog.remote.s3config import S3Settings
 
 
 @dataclass(frozen=True)
-class RemotePlan:
+class NoSettings:
     """
-    A validated remote-storage configuration.
+    A backend without options: C{disabled} or C{memory}.
     """
 
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)
+    kind: str = "disabled"
+
+    def urls(self) -> tuple[str, ...]:
+        return ()
+
+
+#: A checked remote-storage configuration: which backend (C{kind}), its
+#: settings, and the URLs it will contact (C{urls()}).
+RemotePlan = Union[NoSettings, "DirSettings", "S3Settings", "HTTPSettings"]
 
 
 def check(config: Config, environ: Mapping[str, str]) -> RemotePlan:
@@ -31,56 +48,49 @@ def check(config: Config, environ: Mapping[str, str]) -> RemotePlan:
 
     @raise ConfigError: naming the flag or variable at fault.
     """
-    kind = config.text("remote-storage-type")
+    kind = config[o.REMOTE_STORAGE_TYPE]
     if kind in ("disabled", "memory"):
-        return RemotePlan(kind)
+        return NoSettings(kind)
+    # Only the chosen backend's checks are imported (start-up time).
     if kind == "dir":
-        root = config.text("dir-storage-root")
-        if not root:
-            raise ConfigError(
-                "the dir remote storage needs a directory: set --dir-storage-root or CACHEPROG_DIR_STORAGE_ROOT"
-            )
-        try:
-            os.makedirs(root, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot use {config.source('dir-storage-root')}={root!r}: {e}") from None
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise ConfigError(f"{config.source('dir-storage-root')}={root!r} is not writable")
-        read_roots = [os.path.abspath(r) for r in config.items("dir-read-roots") if r.strip()]
-        return RemotePlan(kind, {"root": os.path.abspath(root), "read_roots": read_roots})
+        from cacheprog.remote.dirconfig import check_dir
+
+        return check_dir(config)
     if kind == "s3":
         from cacheprog.remote.s3config import check_s3
 
-        return RemotePlan(kind, check_s3(config, environ))
+        return check_s3(config, environ)
     if kind == "http":
-        from cacheprog.remote.httpcontract import check_http_options
+        from cacheprog.remote.httpconfig import check_http
 
-        return RemotePlan(kind, check_http_options(config))
+        return check_http(config)
     raise ConfigError(
-        f"remote storage type {kind!r} ({config.source('remote-storage-type')}) is not available in this build yet"
+        f"remote storage type {kind!r} ({config.source(o.REMOTE_STORAGE_TYPE)}) is not available in this build yet"
     )
 
 
-def build(plan: RemotePlan, reactor: Any, run_in_thread: Any) -> Any:
+def build(plan: RemotePlan, reactor: IReactorTime, run_in_thread: ThreadRunner) -> RemoteStore:
     """
     Make the store for a checked plan.  Heavy imports happen here.
     """
-    if plan.kind == "dir":
+    from cacheprog.remote.dirconfig import DirSettings
+    from cacheprog.remote.httpconfig import HTTPSettings
+    from cacheprog.remote.s3config import S3Settings
+
+    if isinstance(plan, DirSettings):
         from cacheprog.remote.directory import DirectoryStore
 
-        store = DirectoryStore(plan.options["root"], run_in_thread)
-        store.probe()
-        trusted = [DirectoryStore(r, run_in_thread) for r in plan.options.get("read_roots", [])]
-        return _read_through(store, trusted)
-    if plan.kind == "s3":
+        store = DirectoryStore(plan.root, run_in_thread)
+        return _read_through(store, [DirectoryStore(r, run_in_thread) for r in plan.read_roots])
+    if isinstance(plan, S3Settings):
         from cacheprog.remote.s3 import build_s3_store
 
-        s3 = build_s3_store(plan.options, reactor, run_in_thread)
-        return _read_through(s3, [s3.sibling(p) for p in s3.settings.read_prefixes])
-    if plan.kind == "http":
+        s3 = build_s3_store(plan, reactor, run_in_thread)
+        return _read_through(s3, [s3.sibling(p) for p in plan.read_prefixes])
+    if isinstance(plan, HTTPSettings):
         from cacheprog.remote.http import build_http_store
 
-        return build_http_store(plan.options, reactor)
+        return build_http_store(plan, reactor)
     if plan.kind == "memory":
         from cacheprog.remote.memory import MemoryStore
 
@@ -90,7 +100,7 @@ def build(plan: RemotePlan, reactor: Any, run_in_thread: Any) -> Any:
     return DisabledStore()
 
 
-def _read_through(store: Any, trusted: list[Any]) -> Any:
+def _read_through(store: RemoteStore, trusted: list[RemoteStore]) -> RemoteStore:
     """
     C{store}, reading C{trusted} stores after it when there are any.
     """

@@ -39,6 +39,8 @@ from cacheprog.remote.pool import cancelled
 if TYPE_CHECKING:
     from twisted.web.client import HTTPConnectionPool
 
+    from cacheprog.remote.httpconfig import HTTPSettings
+
 _log = Logger("http")
 
 #: Idle connections kept per host (Go's default transport kept 2).
@@ -233,8 +235,8 @@ class HTTPStore(BulkGet):
             await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]
 
 
-def build_http_store(options: dict[str, Any], reactor: Any) -> HTTPStore:
+def build_http_store(settings: HTTPSettings, reactor: Any) -> HTTPStore:
     """
-    The store for a plan checked by L{httpcontract.check_http_options}.
+    The store for checked settings (L{cacheprog.remote.httpconfig.check_http}).
     """
-    return HTTPStore.create(options["base_url"], options["headers"], reactor)
+    return HTTPStore.create(settings.base_url, settings.headers, reactor)

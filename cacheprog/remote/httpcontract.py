@@ -25,8 +25,8 @@ The wire, for one object keyed by its ActionID::
 Hex here (OutputID, checksums) is base64 in the S3 metadata: a different
 encoding of the same bytes.
 
-Stdlib only: this module is imported by L{cacheprog.remote.factory.check},
-before the handshake.
+Stdlib only: L{cacheprog.remote.httpconfig} checks options with it before
+the handshake.
 """
 
 from __future__ import annotations
@@ -34,10 +34,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-from cacheprog.config import Config, ConfigError
 
 #: The path segment under which objects live.
 CACHE_SEGMENT = "cache"
@@ -213,31 +210,3 @@ def header_problem(name: str, value: str) -> str | None:
     if any(c in value for c in "\r\n\0"):
         return f"invalid value for header {name!r}"
     return None
-
-
-def check_http_options(config: Config) -> dict[str, Any]:
-    """
-    Validate the C{http} backend's options (for L{cacheprog.remote.factory}).
-
-    @return: C{{"base_url": str, "headers": dict}}.
-    @raise ConfigError: naming the flag or variable at fault.
-    """
-    base_url = config.text("http-storage-base-url")
-    if not base_url:
-        raise ConfigError(
-            "the http remote storage needs a base URL: set --http-storage-base-url or CACHEPROG_HTTP_STORAGE_BASE_URL"
-        )
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(
-            f"invalid value for {config.source('http-storage-base-url')}: "
-            f"unsupported scheme {parts.scheme!r} (use http or https)"
-        )
-    if parts.fragment:
-        raise ConfigError(f"invalid value for {config.source('http-storage-base-url')}: a URL fragment is not allowed")
-    headers = config.mapping("http-storage-extra-headers")
-    for name, value in headers.items():
-        problem = header_problem(name, value)
-        if problem is not None:
-            raise ConfigError(f"invalid value for {config.source('http-storage-extra-headers')}: {problem}")
-    return {"base_url": base_url, "headers": headers}

@@ -787,17 +787,17 @@ class S3Store(BulkGet):
 
 
 def build_s3_store(
-    options: Mapping[str, Any],
+    settings: S3Settings,
     reactor: Any,
     run_in_thread: ThreadRunner,
     environ: Mapping[str, str] | None = None,
 ) -> S3Store:
     """
-    The store for checked options (L{cacheprog.remote.s3config.check_s3}):
+    The store for checked settings (L{cacheprog.remote.s3config.check_s3}):
     a direct client (no treq, endpoints made once) over a persistent pool
     (32 connections per host).
     """
     from cacheprog.remote.pool import build_client
 
     client, pool = build_client(reactor, per_host=32, idle_timeout=90, direct=True)
-    return S3Store(S3Settings(**options), client, reactor, run_in_thread, pool=pool, environ=environ)
+    return S3Store(settings, client, reactor, run_in_thread, pool=pool, environ=environ)

@@ -23,13 +23,15 @@ from __future__ import annotations
 import ipaddress
 import platform
 import posixpath
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from cacheprog.config import Config, ConfigError, render_prefix
+from cacheprog import options as o
+from cacheprog.config import Config, ConfigError
 
 DEFAULT_REGION = "us-east-1"
 
@@ -198,6 +200,7 @@ class S3Settings:
     C{repr}.
     """
 
+    kind: ClassVar[str] = "s3"
     bucket: str
     prefix: str = ""
     endpoint: Endpoint | None = None
@@ -211,6 +214,13 @@ class S3Settings:
     session_token: str = field(default="", repr=False)
     #: Trusted prefixes read after C{prefix}, never written (rendered).
     read_prefixes: tuple[str, ...] = ()
+
+    def urls(self) -> tuple[str, ...]:
+        """
+        What this store contacts: the endpoint (AWS is https) and the
+        credentials endpoint.
+        """
+        return (str(self.endpoint) if self.endpoint else "https://aws", self.credentials_endpoint)
 
     def path_style(self) -> bool:
         """
@@ -284,24 +294,24 @@ def _endpoint_setting(config: Config, environ: Mapping[str, str]) -> tuple[str, 
     C{CACHEPROG_S3_ENDPOINT}, else the AWS SDKs' C{AWS_ENDPOINT_URL_S3}, then
     C{AWS_ENDPOINT_URL} (unless C{AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true}).
     """
-    text = config.text("s3-endpoint").strip()
+    text = config[o.S3_ENDPOINT].strip()
     if text or environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
-        return text, config.source("s3-endpoint")
+        return text, config.source(o.S3_ENDPOINT)
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         value = environ.get(name, "").strip()
         if value:
             return value, name
-    return "", config.source("s3-endpoint")
+    return "", config.source(o.S3_ENDPOINT)
 
 
-def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
+def check_s3(config: Config, environ: Mapping[str, str]) -> S3Settings:
     """
     Validate the s3 options (before the handshake).
 
-    @return: keyword arguments of L{S3Settings}.
+    @return: the settings of L{cacheprog.remote.s3.S3Store}.
     @raise ConfigError: naming the flag or variable at fault.
     """
-    bucket = config.text("s3-bucket").strip()
+    bucket = config[o.S3_BUCKET].strip()
     if not bucket:
         raise ConfigError("the s3 remote storage needs a bucket: set --s3-bucket or CACHEPROG_S3_BUCKET")
     text, source = _endpoint_setting(config, environ)
@@ -310,45 +320,66 @@ def check_s3(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
     except ValueError as e:
         raise ConfigError(f"invalid value for {source}: {e}") from None
     try:
-        prefix = render_prefix(config.text("s3-prefix"), environ, go_os(), go_arch())
+        prefix = render_prefix(config[o.S3_PREFIX], environ, go_os(), go_arch())
     except ValueError as e:
-        raise ConfigError(f"invalid value for {config.source('s3-prefix')}: {e}") from None
+        raise ConfigError(f"invalid value for {config.source(o.S3_PREFIX)}: {e}") from None
     read_prefixes = []
-    for template in config.items("s3-read-prefixes"):
+    for template in config[o.S3_READ_PREFIXES]:
         try:
             rendered = render_prefix(template.strip(), environ, go_os(), go_arch())
         except ValueError as e:
-            raise ConfigError(f"invalid value for {config.source('s3-read-prefixes')}: {e}") from None
+            raise ConfigError(f"invalid value for {config.source(o.S3_READ_PREFIXES)}: {e}") from None
         if _same_prefix(rendered, prefix):
             continue
         read_prefixes.append(rendered)
-    credentials_endpoint = config.text("s3-credentials-endpoint").strip()
+    credentials_endpoint = config[o.S3_CREDENTIALS_ENDPOINT].strip()
     if credentials_endpoint:
         parts = urlsplit(credentials_endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
-                f"invalid value for {config.source('s3-credentials-endpoint')}: "
+                f"invalid value for {config.source(o.S3_CREDENTIALS_ENDPOINT)}: "
                 f"{credentials_endpoint!r} is not an http(s) URL"
             )
-    access_key_id = config.text("s3-access-key-id").strip()
-    secret = config.text("s3-access-key-secret")
+    access_key_id = config[o.S3_ACCESS_KEY_ID].strip()
+    secret = config[o.S3_ACCESS_KEY_SECRET]
     if access_key_id and not secret:
         raise ConfigError(
-            f"{config.source('s3-access-key-id')} is set but the secret is not: "
+            f"{config.source(o.S3_ACCESS_KEY_ID)} is set but the secret is not: "
             "set --s3-access-key-secret or CACHEPROG_S3_ACCESS_KEY_SECRET"
         )
-    excluded = tuple(dict.fromkeys(h.strip().lower() for h in config.items("s3-exclude-headers-from-signing")))
-    return {
-        "bucket": bucket,
-        "prefix": prefix,
-        "endpoint": endpoint,
-        "region": config.text("s3-region").strip(),
-        "force_path_style": config.flag("s3-force-path-style"),
-        "exclude_headers_from_signing": tuple(h for h in excluded if h),
-        "expiration": max(0.0, float(config.number("s3-expiration"))),
-        "credentials_endpoint": credentials_endpoint,
-        "access_key_id": access_key_id if secret else "",
-        "access_key_secret": secret if access_key_id else "",
-        "session_token": config.text("s3-session-token") if access_key_id else "",
-        "read_prefixes": tuple(read_prefixes),
-    }
+    excluded = tuple(dict.fromkeys(h.strip().lower() for h in config[o.S3_EXCLUDE_HEADERS_FROM_SIGNING]))
+    return S3Settings(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=endpoint,
+        region=config[o.S3_REGION].strip(),
+        force_path_style=config[o.S3_FORCE_PATH_STYLE],
+        exclude_headers_from_signing=tuple(h for h in excluded if h),
+        expiration=max(0.0, config[o.S3_EXPIRATION]),
+        credentials_endpoint=credentials_endpoint,
+        access_key_id=access_key_id if secret else "",
+        access_key_secret=secret if access_key_id else "",
+        session_token=config[o.S3_SESSION_TOKEN] if access_key_id else "",
+        read_prefixes=tuple(read_prefixes),
+    )
+
+
+def render_prefix(template: str, environ: Mapping[str, str], goos: str, goarch: str) -> str:
+    """
+    Expand C{{% GOOS %}}, C{{% GOARCH %}} and C{{% env.NAME %}} in an S3 prefix
+    (an unset variable gives "").  An unclosed C{{%} stays as it is.
+
+    @raise ValueError: for any other tag, naming it.
+    """
+
+    def tag(m: re.Match[str]) -> str:
+        name = m.group(1).strip()
+        if name == "GOOS":
+            return environ.get("GOOS") or goos
+        if name == "GOARCH":
+            return environ.get("GOARCH") or goarch
+        if name.startswith("env.") and len(name) > 4:
+            return environ.get(name[4:], "")
+        raise ValueError(f"unknown template tag {name!r} (use GOOS, GOARCH or env.NAME)")
+
+    return re.sub(r"\{%(.*?)%\}", tag, template)

@@ -104,7 +104,7 @@ class StoreFactory:
             "access_key_secret": self.server.secret_key,
         }
         options.update(overrides)
-        store = build_s3_store(options, reactor, run_in_thread, environ={})
+        store = build_s3_store(S3Settings(**options), reactor, run_in_thread, environ={})
         self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
         return store
 

@@ -88,7 +88,9 @@ class EnvironmentRegionTests(S3TestCase):
 class EndpointEnvironmentTests(SynchronousTestCase):
     def settings(self, environ: Mapping[str, str], *args: str) -> S3Settings:
         cfg, env = config_for(["--s3-bucket", "b", *args], environ)
-        return S3Settings(**factory.check(cfg, env).options)
+        plan = factory.check(cfg, env)
+        assert isinstance(plan, S3Settings)
+        return plan
 
     def test_serviceSpecificFirst(self) -> None:
         """

@@ -11,6 +11,8 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from cacheprog.config import Config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -148,13 +150,28 @@ class TLSTests(SynchronousTestCase):
         TLS support is loaded only when a configured URL could need it: S3 on
         AWS or any https endpoint.
         """
-        from cacheprog.cli import needs_tls
+        from cacheprog import settings
+        from cacheprog.cli import needs_tls as needs
         from cacheprog.config import parse
 
+        def needs_tls(cfg: Config) -> bool:
+            return needs(settings.direct(cfg, {}))
+
+        root = ["--dir-storage-root", self.mktemp()]
+        s3 = ["--remote-storage-type", "s3", "--s3-bucket", "b"]
+
         self.assertFalse(needs_tls(parse([], {})))
-        self.assertFalse(needs_tls(parse(["--remote-storage-type", "dir"], {})))
-        self.assertTrue(needs_tls(parse(["--remote-storage-type", "s3"], {})))
-        self.assertFalse(needs_tls(parse(["--remote-storage-type", "s3", "--s3-endpoint", "http://127.0.0.1:9"], {})))
-        self.assertTrue(needs_tls(parse(["--remote-storage-type", "s3", "--s3-endpoint", "minio+https://m:9"], {})))
+        self.assertFalse(needs_tls(parse(["--remote-storage-type", "dir", *root], {})))
+        self.assertTrue(needs_tls(parse(s3, {})))
+        self.assertFalse(
+            needs_tls(
+                parse(["--remote-storage-type", "s3", "--s3-bucket", "b", "--s3-endpoint", "http://127.0.0.1:9"], {})
+            )
+        )
+        self.assertTrue(
+            needs_tls(
+                parse(["--remote-storage-type", "s3", "--s3-bucket", "b", "--s3-endpoint", "minio+https://m:9"], {})
+            )
+        )
         self.assertTrue(needs_tls(parse(["--remote-storage-type", "http", "--http-storage-base-url", "https://p"], {})))
         self.assertTrue(needs_tls(parse(["--metrics-push-endpoint", "https://push"], {})))

@@ -9,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.config import OPTIONS, ConfigError, Usage, parse, parse_duration, render_prefix
+from cacheprog import options as o
+from cacheprog.config import ConfigError, Usage, parse, parse_duration
+from cacheprog.options import OPTIONS
+from cacheprog.remote.s3config import render_prefix
 
 
 class ParseTests(SynchronousTestCase):
@@ -19,12 +22,12 @@ class ParseTests(SynchronousTestCase):
         """
         cfg = parse([], {})
         self.assertEqual(cfg.command, "direct")
-        self.assertEqual(cfg.text("remote-storage-type"), "disabled")
-        self.assertEqual(cfg.number("remote-get-timeout"), 5.0)
-        self.assertEqual(cfg.number("max-background-wait"), 10.0)
-        self.assertEqual(cfg.integer("max-consecutive-errors"), 10)
-        self.assertEqual(cfg.text("metrics-push-method"), "GET")
-        self.assertFalse(cfg.flag("disable-get"))
+        self.assertEqual(cfg[o.REMOTE_STORAGE_TYPE], "disabled")
+        self.assertEqual(cfg[o.REMOTE_GET_TIMEOUT], 5.0)
+        self.assertEqual(cfg[o.MAX_BACKGROUND_WAIT], 10.0)
+        self.assertEqual(cfg[o.MAX_CONSECUTIVE_ERRORS], 10)
+        self.assertEqual(cfg[o.METRICS_PUSH_METHOD], "GET")
+        self.assertFalse(cfg[o.DISABLE_GET])
 
     def test_precedence(self) -> None:
         """
@@ -32,15 +35,15 @@ class ParseTests(SynchronousTestCase):
         """
         env = {"CACHEPROG_REMOTE_GET_TIMEOUT": "2s", "CACHEPROG_S3_BUCKET": "from-env"}
         cfg = parse(["--remote-get-timeout", "250ms"], env)
-        self.assertEqual(cfg.number("remote-get-timeout"), 0.25)
-        self.assertEqual(cfg.text("s3-bucket"), "from-env")
-        self.assertEqual(cfg.source("s3-bucket"), "CACHEPROG_S3_BUCKET")
+        self.assertEqual(cfg[o.REMOTE_GET_TIMEOUT], 0.25)
+        self.assertEqual(cfg[o.S3_BUCKET], "from-env")
+        self.assertEqual(cfg.source(o.S3_BUCKET), "CACHEPROG_S3_BUCKET")
 
     def test_equals_form(self) -> None:
         """
         --flag=value works like --flag value.
         """
-        self.assertEqual(parse(["--s3-prefix=a/b"], {}).text("s3-prefix"), "a/b")
+        self.assertEqual(parse(["--s3-prefix=a/b"], {})[o.S3_PREFIX], "a/b")
 
     def test_empty_env_is_unset(self) -> None:
         """
@@ -48,22 +51,22 @@ class ParseTests(SynchronousTestCase):
         """
         env = {"CACHEPROG_DISABLE_GET": "", "CACHEPROG_REMOTE_GET_TIMEOUT": " ", "CACHEPROG_LOG_LEVEL": ""}
         cfg = parse([], env)
-        self.assertFalse(cfg.flag("disable-get"))
-        self.assertEqual(cfg.number("remote-get-timeout"), 5.0)
+        self.assertFalse(cfg[o.DISABLE_GET])
+        self.assertEqual(cfg[o.REMOTE_GET_TIMEOUT], 5.0)
 
     def test_direct_flags_without_word(self) -> None:
         """
         Direct-only flags work without the word direct (the reference refused them).
         """
         cfg = parse(["--s3-prefix=x", "--disable-put"], {})
-        self.assertEqual((cfg.command, cfg.text("s3-prefix"), cfg.flag("disable-put")), ("direct", "x", True))
+        self.assertEqual((cfg.command, cfg[o.S3_PREFIX], cfg[o.DISABLE_PUT]), ("direct", "x", True))
 
     def test_global_after_command(self) -> None:
         """
         Global options may stand before or after the command word.
         """
-        self.assertEqual(parse(["--log-level", "debug", "direct"], {}).integer("log-level"), 10)
-        self.assertEqual(parse(["direct", "--log-level=ERROR"], {}).integer("log-level"), 40)
+        self.assertEqual(parse(["--log-level", "debug", "direct"], {})[o.LOG_LEVEL], 10)
+        self.assertEqual(parse(["direct", "--log-level=ERROR"], {})[o.LOG_LEVEL], 40)
 
     def test_proxy_rejects_direct_flags(self) -> None:
         """
@@ -76,7 +79,7 @@ class ParseTests(SynchronousTestCase):
         """
         The proxy listens on loopback by default.
         """
-        self.assertEqual(parse(["proxy"], {}).text("listen-address"), "127.0.0.1:8080")
+        self.assertEqual(parse(["proxy"], {})[o.LISTEN_ADDRESS], "127.0.0.1:8080")
 
     def test_unknown_flag(self) -> None:
         """
@@ -122,12 +125,12 @@ class ParseTests(SynchronousTestCase):
             "CACHEPROG_S3_EXCLUDE_HEADERS_FROM_SIGNING": "Accept-Encoding, X-Other",
         }
         cfg = parse([], env)
-        self.assertEqual(cfg.mapping("http-storage-extra-headers"), {"A": "1,2", "B": "2:3"})
-        self.assertEqual(cfg.mapping("metrics-push-extra-labels"), {"job": "ci", "branch": "main"})
-        self.assertEqual(cfg.items("s3-exclude-headers-from-signing"), ["Accept-Encoding", "X-Other"])
+        self.assertEqual(cfg[o.HTTP_STORAGE_EXTRA_HEADERS], {"A": "1,2", "B": "2:3"})
+        self.assertEqual(cfg[o.METRICS_PUSH_EXTRA_LABELS], {"job": "ci", "branch": "main"})
+        self.assertEqual(cfg[o.S3_EXCLUDE_HEADERS_FROM_SIGNING], ["Accept-Encoding", "X-Other"])
         cfg = parse(["--metrics-push-extra-headers", "X:1", "Y:2", "--disable-get"], {})
-        self.assertEqual(cfg.mapping("metrics-push-extra-headers"), {"X": "1", "Y": "2"})
-        self.assertTrue(cfg.flag("disable-get"))
+        self.assertEqual(cfg[o.METRICS_PUSH_EXTRA_HEADERS], {"X": "1", "Y": "2"})
+        self.assertTrue(cfg[o.DISABLE_GET])
 
     def test_list_flag_stops_at_command(self) -> None:
         """
@@ -135,9 +138,9 @@ class ParseTests(SynchronousTestCase):
         """
         cfg = parse(["--s3-exclude-headers-from-signing", "Accept-Encoding", "proxy"], {})
         self.assertEqual(cfg.command, "proxy")
-        self.assertEqual(cfg.items("s3-exclude-headers-from-signing"), ["Accept-Encoding"])
+        self.assertEqual(cfg[o.S3_EXCLUDE_HEADERS_FROM_SIGNING], ["Accept-Encoding"])
         cfg = parse(["proxy", "--s3-exclude-headers-from-signing", "A", "direct"], {})
-        self.assertEqual(cfg.items("s3-exclude-headers-from-signing"), ["A", "direct"])
+        self.assertEqual(cfg[o.S3_EXCLUDE_HEADERS_FROM_SIGNING], ["A", "direct"])
 
     def test_equals_list_is_csv(self) -> None:
         """
@@ -145,10 +148,10 @@ class ParseTests(SynchronousTestCase):
         """
         flag = parse(["--s3-exclude-headers-from-signing=Accept-Encoding,X-Other"], {})
         env = parse([], {"CACHEPROG_S3_EXCLUDE_HEADERS_FROM_SIGNING": "Accept-Encoding,X-Other"})
-        self.assertEqual(flag.items("s3-exclude-headers-from-signing"), ["Accept-Encoding", "X-Other"])
-        self.assertEqual(flag.items("s3-exclude-headers-from-signing"), env.items("s3-exclude-headers-from-signing"))
+        self.assertEqual(flag[o.S3_EXCLUDE_HEADERS_FROM_SIGNING], ["Accept-Encoding", "X-Other"])
+        self.assertEqual(flag[o.S3_EXCLUDE_HEADERS_FROM_SIGNING], env[o.S3_EXCLUDE_HEADERS_FROM_SIGNING])
         flag = parse(["--metrics-push-extra-labels=job=ci,branch=main"], {})
-        self.assertEqual(flag.mapping("metrics-push-extra-labels"), {"job": "ci", "branch": "main"})
+        self.assertEqual(flag[o.METRICS_PUSH_EXTRA_LABELS], {"job": "ci", "branch": "main"})
 
     def test_list_with_a_line_break(self) -> None:
         """
@@ -171,16 +174,16 @@ class ParseTests(SynchronousTestCase):
         CACHEPROG_DISK_STORAGE_ROOT (the name the reference README uses) works;
         CACHEPROG_ROOT_DIRECTORY wins when both are set.
         """
-        self.assertEqual(parse([], {"CACHEPROG_DISK_STORAGE_ROOT": "/a"}).text("root-directory"), "/a")
+        self.assertEqual(parse([], {"CACHEPROG_DISK_STORAGE_ROOT": "/a"})[o.ROOT_DIRECTORY], "/a")
         both = {"CACHEPROG_DISK_STORAGE_ROOT": "/a", "CACHEPROG_ROOT_DIRECTORY": "/b"}
-        self.assertEqual(parse([], both).text("root-directory"), "/b")
+        self.assertEqual(parse([], both)[o.ROOT_DIRECTORY], "/b")
 
     def test_bool_forms(self) -> None:
         """
         Booleans take Go's ParseBool spellings, in env and as --flag=value.
         """
-        self.assertTrue(parse([], {"CACHEPROG_DISABLE_PUT": "1"}).flag("disable-put"))
-        self.assertFalse(parse(["--disable-put=false"], {}).flag("disable-put"))
+        self.assertTrue(parse([], {"CACHEPROG_DISABLE_PUT": "1"})[o.DISABLE_PUT])
+        self.assertFalse(parse(["--disable-put=false"], {})[o.DISABLE_PUT])
 
     def test_help_lists_everything(self) -> None:
         """

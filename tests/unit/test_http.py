@@ -26,7 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from cacheprog import codec
-from cacheprog.cache import Cache, Settings
+from cacheprog.cache import Cache, Settings, inline_runner
 from cacheprog.config import ConfigError, parse
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.local import DiskStore
@@ -34,6 +34,7 @@ from cacheprog.proxy.resource import StorageResource
 from cacheprog.remote import factory
 from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.http import MAX_PERSISTENT_PER_HOST, HTTPStorageError, HTTPStore
+from cacheprog.remote.httpconfig import HTTPSettings
 from cacheprog.remote.memory import MemoryStore
 
 from .helpers import WHEN, action, output_of
@@ -216,8 +217,7 @@ class CheckTests(SynchronousTestCase):
         The plan carries the base URL and the extra headers.
         """
         plan = self.check("--http-storage-base-url", "http://h:1/p", "--http-storage-extra-headers", "A: 1", "B:2")
-        self.assertEqual(plan.kind, "http")
-        self.assertEqual(plan.options, {"base_url": "http://h:1/p", "headers": {"A": "1", "B": "2"}})
+        self.assertEqual(plan, HTTPSettings("http://h:1/p", {"A": "1", "B": "2"}))
 
     def test_environment(self) -> None:
         """
@@ -229,7 +229,8 @@ class CheckTests(SynchronousTestCase):
                 "CACHEPROG_HTTP_STORAGE_EXTRA_HEADERS": "Authorization:Bearer x,X-Team:go",
             }
         )
-        self.assertEqual(plan.options["headers"], {"Authorization": "Bearer x", "X-Team": "go"})
+        assert isinstance(plan, HTTPSettings)
+        self.assertEqual(plan.headers, {"Authorization": "Bearer x", "X-Team": "go"})
 
     def test_missing_url(self) -> None:
         """
@@ -292,9 +293,10 @@ class CreateTests(SynchronousTestCase):
         per host, and L{HTTPStore.close} closes its cached connections.
         """
         reactor = MemoryReactorClock()
-        store = factory.build(factory.RemotePlan("http", {"base_url": BASE, "headers": {}}), reactor, None)
-        self.assertIsInstance(store, HTTPStore)
+        store = factory.build(HTTPSettings(BASE), reactor, inline_runner)
+        assert isinstance(store, HTTPStore)
         pool = store._pool
+        assert pool is not None
         self.assertTrue(pool.persistent)
         self.assertGreaterEqual(pool.maxPersistentPerHost, 16)
         self.assertEqual(MAX_PERSISTENT_PER_HOST, 16)

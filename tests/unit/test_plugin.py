@@ -21,10 +21,14 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog import config
+from cacheprog import config, log, settings
+from cacheprog import options as o
 from cacheprog.cache import inline_runner
+from cacheprog.options import OPTIONS
 from cacheprog.proxy import tap
+from cacheprog.proxy.address import endpoint_description
 from cacheprog.remote.breaker import BreakerStore
+from cacheprog.remote.dirconfig import DirSettings
 from cacheprog.remote.disabled import DisabledStore
 from cacheprog.remote.memory import MemoryStore
 from cacheprog.remote.observing import ObservingStore
@@ -58,7 +62,7 @@ class PluginTests(SynchronousTestCase):
         The plugin's options parse proxy flags and its C{makeService} makes
         an L{IService}.
         """
-        self.patch(tap, "_configure_logging", lambda cfg: None)
+        self.patch(log, "configure", lambda **kw: None)
         options = plugin().options()
         options.environ = {}
         options.parseOptions(["--listen-address", ":0", "--remote-storage-type", "memory"])
@@ -97,17 +101,16 @@ class OptionsTests(SynchronousTestCase):
         With no flags: the default listen address (loopback:8080), the
         disabled backend.
         """
-        options = self.parse()
-        assert options.config is not None and options.plan is not None
-        self.assertEqual(options.config.text("listen-address"), "127.0.0.1:8080")
-        self.assertEqual(options.endpoint, "tcp:8080:interface=127.0.0.1:backlog=1024")
-        self.assertEqual(options.plan.kind, "disabled")
+        proxy = self.parse().settings
+        assert proxy is not None
+        self.assertEqual(proxy.endpoint, "tcp:8080:interface=127.0.0.1:backlog=1024")
+        self.assertEqual(proxy.remote.plan.kind, "disabled")
 
     def test_same_table(self) -> None:
         """
         Every option of the proxy command, and only those, is a twistd option.
         """
-        names = {o.name for o in config.OPTIONS if o.applies_to("proxy")}
+        names = {o.name for o in OPTIONS if o.applies_to("proxy")}
         options = tap.Options(environ={})
         known = {long.rstrip("=") for long in options.longOpt}
         self.assertTrue(names <= known, names - known)
@@ -120,12 +123,13 @@ class OptionsTests(SynchronousTestCase):
         command line wins.
         """
         env = {"CACHEPROG_PROXY_LISTEN_ADDRESS": ":9000", "CACHEPROG_REMOTE_STORAGE_TYPE": "memory"}
-        options = self.parse(environ=env)
-        self.assertEqual(options.endpoint, "tcp:9000:backlog=1024")
-        assert options.plan is not None
-        self.assertEqual(options.plan.kind, "memory")
-        options = self.parse("--listen-address", "tcp:7000", environ=env)
-        self.assertEqual(options.endpoint, "tcp:7000")
+        proxy = self.parse(environ=env).settings
+        assert proxy is not None
+        self.assertEqual(proxy.endpoint, "tcp:9000:backlog=1024")
+        self.assertEqual(proxy.remote.plan.kind, "memory")
+        proxy = self.parse("--listen-address", "tcp:7000", environ=env).settings
+        assert proxy is not None
+        self.assertEqual(proxy.endpoint, "tcp:7000")
 
     def test_remote_options(self) -> None:
         """
@@ -146,12 +150,14 @@ class OptionsTests(SynchronousTestCase):
             "--log-level",
             "debug",
         )
-        cfg = options.config
-        assert cfg is not None and options.plan is not None
-        self.assertEqual(options.plan.options, {"root": os.path.abspath(root), "read_roots": []})
-        self.assertEqual(cfg.integer("max-consecutive-errors"), 3)
-        self.assertEqual(cfg.mapping("http-storage-extra-headers"), {"A": "1", "B": "2"})
-        self.assertTrue(cfg.flag("s3-force-path-style"))
+        proxy = options.settings
+        assert proxy is not None
+        self.assertEqual(proxy.remote.plan, DirSettings(os.path.abspath(root)))
+        self.assertEqual(proxy.remote.breaker_threshold, 3)
+        self.assertEqual(proxy.common.log_level, 10)
+        cfg = config.parse(options.argv(), {})
+        self.assertEqual(cfg[o.HTTP_STORAGE_EXTRA_HEADERS], {"A": "1", "B": "2"})
+        self.assertTrue(cfg[o.S3_FORCE_PATH_STYLE])
 
     def test_errors(self) -> None:
         """
@@ -179,9 +185,9 @@ class OptionsTests(SynchronousTestCase):
             ("tcp:8080", "tcp:8080"),
             ("unix:/run/c.sock", "unix:/run/c.sock"),
         ]:
-            self.assertEqual(tap.endpoint_description(address), expected)
+            self.assertEqual(endpoint_description(address), expected)
         for bad in ("8080", "host:", "h:99999", "http://h:1"):
-            self.assertRaises(config.ConfigError, tap.endpoint_description, bad)
+            self.assertRaises(config.ConfigError, endpoint_description, bad)
 
 
 class ServiceTests(SynchronousTestCase):
@@ -192,11 +198,9 @@ class ServiceTests(SynchronousTestCase):
     def make(self, *argv: str) -> tap.ProxyService:
         options = tap.Options(environ={})
         options.parseOptions(list(argv))
-        assert options.config is not None and options.plan is not None
+        assert options.settings is not None
         self.reactor = MemoryReactor()
-        return tap.make_service(
-            options.config, options.plan, options.endpoint, self.reactor, run_in_thread=inline_runner
-        )
+        return tap.make_service(options.settings, self.reactor, run_in_thread=inline_runner)
 
     def test_listen_and_stop(self) -> None:
         """
@@ -217,7 +221,7 @@ class ServiceTests(SynchronousTestCase):
         """
         The twistd entry point builds the same service from parsed options.
         """
-        self.patch(tap, "_configure_logging", lambda cfg: None)
+        self.patch(log, "configure", lambda **kw: None)
         options = tap.Options(environ={})
         options.parseOptions(["--remote-storage-type", "memory", "--listen-address", ":9999"])
         service = tap.makeService(options, reactor=MemoryReactor())
@@ -288,8 +292,7 @@ class MetricsMountTests(SynchronousTestCase):
         cfg = config.parse(
             ["proxy", "--remote-storage-type", "memory", "--metrics-proxy-endpoint", "http://127.0.0.1:1/"], {}
         )
-        plan = factory_check(cfg)
-        service = tap.make_service(cfg, plan, "tcp:0", MemoryReactorClock(), run_in_thread=inline_runner)
+        service = tap.make_service(proxy_settings(cfg), MemoryReactorClock(), run_in_thread=inline_runner)
         stub: Any = StubTreq(service.site.resource)
         self.successResultOf(Deferred.fromCoroutine(service.store.get(b"\x01" * 32)).addErrback(lambda f: None))
         response = self.successResultOf(stub.get("http://proxy/metrics"))
@@ -297,12 +300,10 @@ class MetricsMountTests(SynchronousTestCase):
         self.assertIn('cacheprog_object_miss_total{storage_type="remote"} 1', text)
         self.assertIn(b"metricsproxy", service.site.resource.children)
         cfg = config.parse(["proxy", "--remote-storage-type", "memory"], {})
-        service = tap.make_service(cfg, factory_check(cfg), "tcp:0", MemoryReactor(), run_in_thread=inline_runner)
+        service = tap.make_service(proxy_settings(cfg), MemoryReactor(), run_in_thread=inline_runner)
         stub = StubTreq(service.site.resource)
         self.assertEqual(self.successResultOf(stub.post("http://proxy/metricsproxy")).code, 404)
 
 
-def factory_check(cfg: config.Config) -> Any:
-    from cacheprog.remote import factory
-
-    return factory.check(cfg, {})
+def proxy_settings(cfg: config.Config) -> settings.Proxy:
+    return settings.proxy(cfg, {})

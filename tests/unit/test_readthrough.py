@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog import codec
@@ -116,7 +117,8 @@ class WiringTests(SynchronousTestCase):
             "GOOS": "plan9",
         }
         plan = factory.check(parse(["--remote-storage-type", "s3"], env), env)
-        self.assertEqual(S3Settings(**plan.options).read_prefixes, ("main/plan9", "release"))
+        assert isinstance(plan, S3Settings)
+        self.assertEqual(plan.read_prefixes, ("main/plan9", "release"))
 
     def test_s3BadTemplate(self) -> None:
         """
@@ -145,7 +147,7 @@ class WiringTests(SynchronousTestCase):
 
         plan = factory.check(parse(["--remote-storage-type", "s3"], env), env)
         store = factory.build(plan, MemoryReactorClock(), inline_runner)
-        self.assertIsInstance(store, ReadThroughStore)
+        assert isinstance(store, ReadThroughStore)
         own, (main,) = store._own, store._trusted
         assert isinstance(own, S3Store) and isinstance(main, S3Store)
         self.assertEqual(own.key(action(1)), object_key("pr", action(1)))
@@ -161,7 +163,7 @@ class WiringTests(SynchronousTestCase):
         root = self.mktemp()
         env = {"CACHEPROG_DIR_STORAGE_ROOT": root}
         plan = factory.check(parse(["--remote-storage-type", "dir"], env), env)
-        self.assertIsInstance(factory.build(plan, None, inline_runner), DirectoryStore)
+        self.assertIsInstance(factory.build(plan, Clock(), inline_runner), DirectoryStore)
 
     def test_dirRoots(self) -> None:
         """
@@ -170,7 +172,7 @@ class WiringTests(SynchronousTestCase):
         root, trusted = self.mktemp(), self.mktemp()
         env = {"CACHEPROG_DIR_STORAGE_ROOT": root, "CACHEPROG_DIR_READ_ROOTS": trusted}
         plan = factory.check(parse(["--remote-storage-type", "dir"], env), env)
-        store = factory.build(plan, None, inline_runner)
+        store = factory.build(plan, Clock(), inline_runner)
         self.assertIsInstance(store, ReadThroughStore)
         self.assertFalse(os.path.exists(trusted))
         d = Deferred.fromCoroutine(store.get(action(1)))
