@@ -34,16 +34,15 @@ from cacheprog.interfaces import (
     Unavailable,
     UploadObject,
 )
-from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
+from cacheprog.local import DiskStore, Entry, LocalWriteError, now
 from cacheprog.log import Logger
 from cacheprog.presence import Presence
+from cacheprog.spool import BIG, Spool
 from cacheprog.stats import Stats
 
 _log = Logger("cache")
 T = TypeVar("T")
 
-#: Bodies from this size on are decoded, hashed and written in the thread pool.
-BIG = 1 << 20
 #: The least time a download may go on after go was answered "miss" (seconds).
 DOWNLOAD_DEADLINE = 60.0
 #: Local meta files are written in batches this long after the answers.
@@ -555,4 +554,4 @@ def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> Upload
     return codec.prepare_upload(action_id, entry.output_id, raw, absent)
 
 
-__all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]
+__all__ = ["Cache", "Settings", "inline_runner"]

@@ -14,11 +14,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import BIG, FLUSH_DELAY, Cache, Settings
+from cacheprog.cache import FLUSH_DELAY, Cache, Settings
 from cacheprog.interfaces import RemoteObject
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.remote.disabled import DisabledStore
 from cacheprog.remote.memory import MemoryStore, StoredObject
+from cacheprog.spool import BIG
 
 from .helpers import WHEN, GatedStore, action, output_of, store_object
 
