@@ -300,6 +300,8 @@ def build_site(
     """
     The proxy's site over C{store}.
 
+    @param run_in_thread: reads the bodies of blob PUTs off the reactor
+        thread; None reads them inline.
     @param metrics: served at C{/metrics} (exact path); a stub exposition when None.
     @param metricsproxy: served at C{/metricsproxy} (exact path) when given;
         404 when None (the reference mounts it only with
@@ -307,7 +309,7 @@ def build_site(
     """
     root = _Root()
     root.putChild(b"health", HealthResource())
-    root.putChild(_CACHE, StorageResource(store, run_in_thread))
+    root.putChild(_CACHE, StorageResource(store))
     root.putChild(b"metrics", ExactPath(metrics) if metrics is not None else MetricsResource())
     if metricsproxy is not None:
         root.putChild(b"metricsproxy", ExactPath(metricsproxy))

@@ -28,14 +28,14 @@ from twisted.internet.defer import CancelledError
 from twisted.web.http_headers import Headers
 
 from cacheprog.codec import MAX_OBJECT
-from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, ThreadRunner, Unavailable, UploadObject
+from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, Unavailable, UploadObject
 from cacheprog.log import Logger
 from cacheprog.proxy.web import JobResource, Pacer, WebRequest, abort, header, plain, read_all, write_paced
 from cacheprog.remote import httpcontract as contract
 
 _log = Logger("proxy")
 
-#: Bodies from this size on are read in the thread pool (when one is given).
+#: Bodies from this size on are handed to the store as their temporary file.
 BIG = 1 << 20
 
 METHODS = (b"GET", b"HEAD", b"PUT")
@@ -134,16 +134,13 @@ class StorageResource(JobResource):
     C{store}.  Other methods get 405; other paths 404.
 
     @param store: any L{RemoteStore}; L{DisabledStore} gives GET 404, PUT 200.
-    @param run_in_thread: reads large request bodies off the reactor thread;
-        None reads them inline.
     """
 
     isLeaf = True
 
-    def __init__(self, store: RemoteStore, run_in_thread: ThreadRunner | None = None) -> None:
+    def __init__(self, store: RemoteStore) -> None:
         super().__init__()
         self._store = store
-        self._thread = run_in_thread
 
     def render(self, request: WebRequest) -> bytes | int:
         if len(request.postpath) != 1 or not request.postpath[0]:
