@@ -139,7 +139,6 @@ class Cache:
         The entry for C{action_id}, or None for a miss.  Never raises.
         """
         self.stats.gets += 1
-        self.stats.asked.append(action_id)
         if self._journal is not None:
             self._journal.note(action_id)
         started = self._clock.seconds()
