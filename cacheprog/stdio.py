@@ -22,11 +22,12 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cacheprog.cache import BIG, Cache
+from cacheprog.cache import Cache
 from cacheprog.interfaces import ThreadRunner
-from cacheprog.local import LocalWriteError, Spool
+from cacheprog.local import LocalWriteError
 from cacheprog.log import Logger
 from cacheprog.prelude import Handover
+from cacheprog.spool import BIG, Spool
 from cacheprog.uploaders import Detacher
 from cacheprog.wire import (
     BodyChunk,

@@ -217,7 +217,7 @@ def make_service(
     @param metricsproxy: mounted at C{/metricsproxy} (forwarding to
         C{proxy.forward} when None and it is set).
     """
-    from cacheprog.proxy.resource import MetricsResource, build_site
+    from cacheprog.proxy.site import MetricsResource, build_site
 
     runner = run_in_thread if run_in_thread is not None else thread_runner(reactor)
     observer = None

@@ -2,7 +2,7 @@
 """
 The HTTP storage protocol, shared by the C{http} backend (the client,
 L{cacheprog.remote.http}) and the proxy's storage resource (the server,
-L{cacheprog.proxy.resource}).  Wire-compatible with the Go reference
+L{cacheprog.proxy.storage}).  Wire-compatible with the Go reference
 (C{internal/infra/storage/http_contract.go}, C{pkg/httpstorage}), so either
 side may be the Go tool.
 
