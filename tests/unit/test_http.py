@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -255,31 +253,6 @@ class CheckTests(SynchronousTestCase):
             ConfigError, self.check, "--http-storage-base-url", "http://h", "--http-storage-extra-headers", "a b:c"
         )
         self.assertIn("--http-storage-extra-headers", str(e))
-
-    def test_cheap(self) -> None:
-        """
-        Checking an http configuration imports neither Twisted nor treq (it
-        runs before the handshake).
-        """
-        code = (
-            "import sys\n"
-            "from cacheprog import config\n"
-            "from cacheprog.remote import factory\n"
-            "factory.check(config.parse(['--remote-storage-type', 'http',"
-            " '--http-storage-base-url', 'http://h'], {}), {})\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'treq')))\n"
-        )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
-        self.assertEqual((done.returncode, done.stdout.strip()), (0, "[]"), done.stderr)
-
-    def test_treq_lazy(self) -> None:
-        """
-        Importing the backend module does not import treq: only making a
-        store does.
-        """
-        code = "import sys, cacheprog.remote.http\nprint('treq' in sys.modules)\n"
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
-        self.assertEqual((done.returncode, done.stdout.strip()), (0, "False"), done.stderr)
 
 
 class CreateTests(SynchronousTestCase):

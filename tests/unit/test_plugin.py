@@ -9,8 +9,6 @@ L{PluginTests.test_discovered} is what notices.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from typing import Any
 
 from twisted.application.service import IService, IServiceMaker
@@ -69,21 +67,6 @@ class PluginTests(SynchronousTestCase):
         service = plugin().makeService(options)
         self.assertTrue(IService.providedBy(service))
         self.assertEqual(service.endpoint, "tcp:0:backlog=1024")
-
-    def test_lazy_dropin(self) -> None:
-        """
-        Importing the dropin imports neither the proxy nor twisted.web.
-        """
-        code = (
-            "import sys\n"
-            "import twisted.plugins.cacheprog_proxy\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('cacheprog.proxy', 'twisted.web', 'treq'))))\n"
-        )
-        env = dict(os.environ, PYTHONPATH=REPO)
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
-        )
-        self.assertEqual((done.returncode, done.stdout.strip()), (0, "[]"), done.stderr)
 
 
 class OptionsTests(SynchronousTestCase):
