@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.concurrency import deadline, limited
 from cacheprog.interfaces import RemoteStore, ThreadRunner, Unavailable, UploadObject
 from cacheprog.local import Entry, LocalWriteError
@@ -204,4 +204,4 @@ def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> Upload
         raw = f.read()
     if len(raw) != entry.size:
         raise LocalWriteError(f"local file {entry.path} changed size")
-    return codec.prepare_upload(action_id, entry.output_id, raw, absent)
+    return compression.prepare_upload(action_id, entry.output_id, raw, absent)

@@ -24,7 +24,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.background import BackgroundJobs
 from cacheprog.concurrency import deadline, limited, semaphore
 from cacheprog.flight import Flight
@@ -232,9 +232,9 @@ class Cache:
             return None
         try:
             return await self._download(action_id, obj)
-        except (codec.UnknownCompression, NotFound):
+        except (compression.UnknownCompression, NotFound):
             return None
-        except codec.CorruptObject as e:
+        except compression.CorruptObject as e:
             self.stats.corrupt += 1
             _log.warn("Remote object is corrupt, ignoring it", action_id=action_id.hex(), reason=str(e))
             return None
@@ -248,7 +248,7 @@ class Cache:
             await obj.body.aclose()
 
     async def _receive(self, action_id: bytes, obj: RemoteObject) -> Entry:
-        decoder = codec.Decoder(obj.compression, obj.size)
+        decoder = compression.Decoder(obj.compression, obj.size)
         big = max(obj.size, obj.stored_size) >= BIG
         spool = Spool(self._local, in_memory=not big)
         try:
@@ -259,9 +259,9 @@ class Cache:
                 else:
                     _feed(decoder, spool, chunk)
             if spool.size != obj.size:
-                raise codec.CorruptObject(f"{spool.size} bytes, the metadata says {obj.size}")
+                raise compression.CorruptObject(f"{spool.size} bytes, the metadata says {obj.size}")
             if spool.digest != obj.output_id:
-                raise codec.CorruptObject("SHA-256 of the body differs from its OutputID")
+                raise compression.CorruptObject("SHA-256 of the body differs from its OutputID")
             if big:
                 entry = await self._thread(spool.commit, action_id, obj.output_id, obj.mtime)
             else:
@@ -401,7 +401,7 @@ class Cache:
         await self.drain(self._settings.max_background_wait)
 
 
-def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
+def _feed(decoder: compression.Decoder, spool: Spool, chunk: bytes) -> None:
     # Straight into the spool, step by step: a small stored chunk may
     # decompress to hundreds of MiB (a bomb), which must never be joined.
     decoder.feed_into(chunk, spool.write)

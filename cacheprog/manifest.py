@@ -108,7 +108,7 @@ def encode(manifest: Manifest) -> bytes:
     """
     The stored bytes of C{manifest} (a zstd frame of JSON).
     """
-    from cacheprog.codec import _zstd
+    from cacheprog.compression import zstd_module
 
     packs = list(manifest.packs)
     index = {p: i for i, p in enumerate(packs)}
@@ -120,7 +120,7 @@ def encode(manifest: Manifest) -> bytes:
         "entries": rows,
     }
     text = json.dumps(document, separators=(",", ":")).encode("utf-8")
-    data: bytes = _zstd().ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(text)
+    data: bytes = zstd_module().ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(text)
     return data
 
 
@@ -136,10 +136,10 @@ def decode(data: bytes) -> Manifest:
 
     @raise CorruptManifest: for anything but a well-formed v1 manifest.
     """
-    from cacheprog.codec import _zstd
+    from cacheprog.compression import zstd_module
 
     try:
-        text = _zstd().ZstdDecompressor().decompress(data, max_output_size=MANIFEST_LIMIT)
+        text = zstd_module().ZstdDecompressor().decompress(data, max_output_size=MANIFEST_LIMIT)
         document = json.loads(text)
     except Exception as e:  # noqa: BLE001 - zstd and JSON errors alike
         raise CorruptManifest(f"not a manifest: {e}") from None

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_stdio -*-
 """
 The GOCACHEPROG conversation on stdin/stdout: a thin adapter between the
-wire codec and the L{Cache}.
+wire format (L{cacheprog.wire}) and the L{Cache}.
 
 Every request gets exactly one answer.  Gets and puts run concurrently and
 are answered as they finish.  C{close} (or stdin EOF, which is what

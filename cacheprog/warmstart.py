@@ -31,7 +31,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.interfaces import BlobStore, NotFound, ThreadRunner
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.log import Logger
@@ -261,7 +261,7 @@ class WarmStart:
         self._writes.add(job)
         try:
             result = await job
-        except (codec.CorruptObject, codec.UnknownCompression) as e:
+        except (compression.CorruptObject, compression.UnknownCompression) as e:
             self.stats.corrupt += 1
             self._bad_entries.add(entry.action_id)
             _log.warn("Pack entry is corrupt, ignoring it", action_id=entry.action_id.hex(), reason=str(e))
@@ -437,12 +437,12 @@ def _write_entry(local: DiskStore, entry: ManifestEntry, stored: bytes) -> Entry
     Decode and check one pack entry, then put it in the local tier (thread pool).
     """
     assert entry.ref is not None
-    raw = codec.Decoder(entry.ref.compression, entry.size).feed(stored)
+    raw = compression.Decoder(entry.ref.compression, entry.size).feed(stored)
     digest = hashlib.sha256(raw).digest()
     if len(raw) != entry.size:
-        raise codec.CorruptObject(f"{len(raw)} bytes, the manifest says {entry.size}")
+        raise compression.CorruptObject(f"{len(raw)} bytes, the manifest says {entry.size}")
     if digest != entry.output_id:
-        raise codec.CorruptObject("SHA-256 of the body differs from its OutputID")
+        raise compression.CorruptObject("SHA-256 of the body differs from its OutputID")
     try:
         path = local.write_data(raw, digest)
     except OSError as e:
@@ -475,7 +475,7 @@ def _build_pack(
             continue
         if len(raw) != entry.size:
             continue
-        compression, stored = codec.encode(raw)
-        builder.add(action_id, compression, stored)
+        algorithm, stored = compression.encode(raw)
+        builder.add(action_id, algorithm, stored)
     pack_id, data, placed = builder.finish()
     return pack_id, data, placed, items[taken:]

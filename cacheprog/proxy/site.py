@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from cacheprog.codec import MAX_OBJECT
+from cacheprog.compression import MAX_OBJECT
 from cacheprog.interfaces import BlobStore, RemoteStore, ThreadRunner
 from cacheprog.log import Logger
 from cacheprog.proxy.access import Tokens

@@ -27,7 +27,7 @@ from typing import IO, Any
 from twisted.internet.defer import CancelledError
 from twisted.web.http_headers import Headers
 
-from cacheprog.codec import MAX_OBJECT
+from cacheprog.compression import MAX_OBJECT
 from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, Unavailable, UploadObject
 from cacheprog.log import Logger
 from cacheprog.proxy.web import JobResource, Pacer, WebRequest, abort, header, plain, read_all, write_paced

@@ -37,7 +37,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.cache import Cache, Settings
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.local import DiskStore
@@ -67,7 +67,7 @@ def action(n: int) -> bytes:
 
 
 def upload(body: bytes, action_id: bytes) -> UploadObject:
-    return codec.prepare_upload(action_id, hashlib.sha256(body).digest(), body)
+    return compression.prepare_upload(action_id, hashlib.sha256(body).digest(), body)
 
 
 async def read_all(obj: RemoteObject) -> bytes:
@@ -215,7 +215,7 @@ class ServerMixin(StoreFactory):
         store = self.store()
         body = b"same action, written twice\n" * 50
         await store.put(upload(body, action(7)))
-        obj = codec.prepare_upload(action(7), hashlib.sha256(body).digest(), body, absent=True)
+        obj = compression.prepare_upload(action(7), hashlib.sha256(body).digest(), body, absent=True)
         await store.put(obj)
         self.assertEqual(store.dedup_skips, 0)
         got = await store.get(action(7))

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from twisted.internet.defer import Deferred
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.interfaces import RemoteObject, UploadObject
 from cacheprog.remote.memory import MemoryStore, StoredObject
 
@@ -33,11 +33,11 @@ def store_object(store: MemoryStore, action_id: bytes, body: bytes, output_id: b
     """
     Put C{body} into C{store} as cacheprog would have uploaded it.
     """
-    compression, data = codec.encode(body)
+    algorithm, data = compression.encode(body)
     store.objects[action_id] = StoredObject(
         output_id=output_id if output_id is not None else output_of(body),
         size=len(body),
-        compression=compression,
+        compression=algorithm,
         data=data,
         mtime=WHEN,
     )

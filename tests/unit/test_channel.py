@@ -13,7 +13,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.codec import MAX_OBJECT
+from cacheprog.compression import MAX_OBJECT
 from cacheprog.interfaces import UploadObject
 from cacheprog.proxy.access import Tokens
 from cacheprog.proxy.channel import BODY_GRACE, BODY_RATE_FLOOR, HEADER_TIMEOUT

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.cache import Cache, Settings, inline_runner
 from cacheprog.config import ConfigError, parse
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
@@ -45,9 +45,9 @@ def upload(n: int, body: bytes) -> UploadObject:
     """
     C{body} encoded as the core would upload it under C{action(n)}.
     """
-    compression, data = codec.encode(body)
-    md5, sha = codec.checksums(data)
-    return UploadObject(action(n), output_of(body), len(body), compression, data, md5, sha)
+    algorithm, data = compression.encode(body)
+    md5, sha = compression.checksums(data)
+    return UploadObject(action(n), output_of(body), len(body), algorithm, data, md5, sha)
 
 
 async def drain(obj: RemoteObject) -> bytes:

@@ -10,7 +10,7 @@ import json
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog import manifest as m
-from cacheprog.codec import _zstd
+from cacheprog.compression import zstd_module
 from cacheprog.manifest import CorruptManifest, Manifest, ManifestEntry, PackRef, plan_update
 
 from .helpers import action, output_of
@@ -24,7 +24,7 @@ def entry(n: int, ref: PackRef | None = None, size: int = 10) -> ManifestEntry:
 
 
 def compressed(document: object) -> bytes:
-    data: bytes = _zstd().ZstdCompressor().compress(json.dumps(document).encode())
+    data: bytes = zstd_module().ZstdCompressor().compress(json.dumps(document).encode())
     return data
 
 

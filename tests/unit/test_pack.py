@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.manifest import ManifestEntry, PackRef
 from cacheprog.pack import MAGIC, PackBuilder, Span, SpanCutter, pack_name, plan_spans
 
@@ -29,7 +29,7 @@ class BuilderTests(SynchronousTestCase):
         bodies = [b"x" * 3000, b"hello", b"", b"y" * 70000]
         builder = PackBuilder()
         for n, body in enumerate(bodies):
-            builder.add(action(n), *codec.encode(body))
+            builder.add(action(n), *compression.encode(body))
         pack_id, data, refs = builder.finish()
         self.assertTrue(data.startswith(MAGIC))
         self.assertEqual(pack_name(pack_id), "packs/v1/" + pack_id)
@@ -42,7 +42,7 @@ class BuilderTests(SynchronousTestCase):
             got = []
             for i in range(0, len(data), size):
                 got += cutter.feed(data[i : i + size])
-            decoded = [codec.Decoder(e.ref.compression, e.size).feed(s) for e, s in got if e.ref]
+            decoded = [compression.Decoder(e.ref.compression, e.size).feed(s) for e, s in got if e.ref]
             self.assertEqual(decoded, bodies)
             self.assertEqual(cutter.missing(), ())
 

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.cache import inline_runner
 from cacheprog.config import ConfigError, parse
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
@@ -28,7 +28,7 @@ from .helpers import action
 
 
 def upload(n: int, body: bytes) -> UploadObject:
-    return codec.prepare_upload(action(n), hashlib.sha256(body).digest(), body)
+    return compression.prepare_upload(action(n), hashlib.sha256(body).digest(), body)
 
 
 async def drain(obj: RemoteObject) -> bytes:

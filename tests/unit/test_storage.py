@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from cacheprog import codec
+from cacheprog import compression
 from cacheprog.interfaces import RemoteObject, UploadObject
 from cacheprog.proxy.site import build_site
 from cacheprog.proxy.storage import HashingFile, StorageResource
@@ -176,7 +176,7 @@ class StorageTests(SiteMixin, SynchronousTestCase):
         algorithm and uncompressed size.
         """
         raw = b"compress me " * 1000
-        _, data = codec.encode(raw)
+        _, data = compression.encode(raw)
         headers = put_headers(
             data,
             **{

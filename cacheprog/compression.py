@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_codec -*-
+# -*- test-case-name: tests.unit.test_compression -*-
 """
 How objects are encoded in remote storage, the same way as the Go reference:
 zstd frames when that is smaller, raw bytes otherwise; the local tier always
@@ -32,7 +32,7 @@ class CorruptObject(Exception):
     """
 
 
-def _zstd() -> Any:
+def zstd_module() -> Any:
     # zstandard is a C extension; import it only once a remote store needs it.
     import zstandard
 
@@ -54,7 +54,7 @@ def encode(data: bytes) -> tuple[str, bytes]:
     if compressor is None:
         # One per thread (a compressor is not thread-safe); making one costs
         # about as much as compressing a small object.
-        compressor = _COMPRESSORS.zstd = _zstd().ZstdCompressor(level=3, write_checksum=True)
+        compressor = _COMPRESSORS.zstd = zstd_module().ZstdCompressor(level=3, write_checksum=True)
     compressed: bytes = compressor.compress(data)
     if len(compressed) >= len(data):
         return RAW, data
@@ -142,7 +142,7 @@ class Decoder:
         if compression == ZSTD:
             self._sink = _Limited(size)
             self._writer = (
-                _zstd()
+                zstd_module()
                 .ZstdDecompressor()
                 .stream_writer(self._sink, write_size=STEP, write_return_read=True, closefd=False)
             )
