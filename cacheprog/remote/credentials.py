@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_s3 -*-
+# -*- test-case-name: tests.unit.test_credentials -*-
 """
 AWS credentials for the S3 backend, from botocore, resolved and refreshed in
 the thread runner (never on the reactor thread: the default chain reads files
