@@ -357,7 +357,6 @@ def _metrics_proxy(cfg: _config.Config, reactor: Any) -> IResource:
         cfg.text("metrics-proxy-endpoint"),
         labels=cfg.mapping("metrics-proxy-extra-labels"),
         headers=cfg.mapping("metrics-proxy-extra-headers"),
-        trailing_slash=False,
     )
 
 
