@@ -29,7 +29,8 @@ from datetime import datetime, timezone
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from cacheprog.local import DiskStore, Spool  # noqa: E402
+from cacheprog.local import DiskStore  # noqa: E402
+from cacheprog.spool import Spool  # noqa: E402
 
 RESULTS = os.path.join(REPO, "bench", "results")
 LIMITS = [("size only", -1), ("4 KiB", 4 << 10), ("16 KiB", 16 << 10), ("64 KiB", 64 << 10), ("1 MiB", 1 << 20)]

@@ -10,6 +10,8 @@ The cache semantics, independent of how requests arrive.
 - put: the body goes to the local tier (the only possible error), the answer
   goes back, and the upload runs in the background, bounded in number.
 - close: wait for the uploads, up to the background-wait limit.
+
+The uploads, close hooks and their drain are L{BackgroundJobs}'.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 
 from cacheprog import codec
+from cacheprog.background import BackgroundJobs
 from cacheprog.concurrency import deadline, limited, semaphore
+from cacheprog.flight import Flight
 from cacheprog.interfaces import (
     LocalObserver,
     NotFound,
@@ -32,18 +36,16 @@ from cacheprog.interfaces import (
     RunJournal,
     ThreadRunner,
     Unavailable,
-    UploadObject,
 )
-from cacheprog.local import DiskStore, Entry, LocalWriteError, Spool, now
+from cacheprog.local import DiskStore, Entry, LocalWriteError, now
 from cacheprog.log import Logger
 from cacheprog.presence import Presence
+from cacheprog.spool import BIG, Spool
 from cacheprog.stats import Stats
 
 _log = Logger("cache")
 T = TypeVar("T")
 
-#: Bodies from this size on are decoded, hashed and written in the thread pool.
-BIG = 1 << 20
 #: The least time a download may go on after go was answered "miss" (seconds).
 DOWNLOAD_DEADLINE = 60.0
 #: Local meta files are written in batches this long after the answers.
@@ -84,61 +86,6 @@ async def _raise(e: BaseException) -> Any:
     raise e
 
 
-class _Flight:
-    """
-    One remote fetch and everyone waiting for it: first for it to leave the
-    queue (started), then for its result.
-    """
-
-    def __init__(self) -> None:
-        self.started = False
-        self.finished = False
-        self.result: Entry | None = None
-        self._start_waiters: list[Deferred[None]] = []
-        self._waiters: list[Deferred[Entry | None]] = []
-        self.job: Deferred[None] | None = None
-
-    def abandon(self) -> None:
-        """
-        Give up on the fetch: its waiters get "miss" now.
-        """
-        if self.job is not None and not self.job.called:
-            self.job.cancel()
-        self.finish(None)
-
-    def mark_started(self) -> None:
-        self.started = True
-        _fire(self._start_waiters, None)
-
-    def wait_started(self) -> Deferred[None]:
-        return _waiter(self._start_waiters, self.started, None)
-
-    def finish(self, result: Entry | None) -> None:
-        self.result, self.finished = result, True
-        self.mark_started()
-        _fire(self._waiters, result)
-
-    def wait(self) -> Deferred[Entry | None]:
-        return _waiter(self._waiters, self.finished, self.result)
-
-
-def _waiter(waiters: list[Deferred[T]], done: bool, value: T) -> Deferred[T]:
-    d: Deferred[T] = Deferred()
-    if done:
-        d.callback(value)
-    else:
-        waiters.append(d)
-    return d
-
-
-def _fire(waiters: list[Deferred[T]], value: T) -> None:
-    pending = list(waiters)
-    waiters.clear()
-    for d in pending:
-        if not d.called:  # a waiter may have been cancelled by its timeout
-            d.callback(value)
-
-
 class Cache:
     """
     get / put / close over a local L{DiskStore} and a L{RemoteStore}.
@@ -164,23 +111,21 @@ class Cache:
         self.stats = stats if stats is not None else Stats()
         self._observer = observer
         self.presence = presence if presence is not None else Presence()
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: dict[bytes, Flight] = {}
         self._get_slots = semaphore(settings.max_concurrent_gets)
-        # 0 means "no limit" in the reference; we still keep a generous cap
-        # so that a cold build cannot hold hundreds of bodies in memory.
-        self._put_slots = DeferredSemaphore(settings.max_concurrent_puts or 64)
-        self._uploads: dict[bytes, Deferred[None]] = {}
-        self._deferred: dict[bytes, Entry] = {}
-        self._jobs: set[Deferred[None]] = set()
-        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
-        #: Close hooks that finished without trouble.
-        self.jobs_done = 0
+        self._background = BackgroundJobs(
+            remote,
+            clock,
+            run_in_thread,
+            self.stats,
+            self.presence,
+            put_timeout=settings.put_timeout,
+            max_concurrent_puts=settings.max_concurrent_puts,
+            defer_uploads=settings.defer_uploads,
+        )
         if journal is not None:
             # The run manifest and its delta pack: drained or detached like uploads.
             self.add_close_hook(journal.finish)
-        self._closing = False
-        #: Set while close or a signal cuts background jobs off.
-        self._cutting = False
         self._flush_call: Any = None
         self._saving: Deferred[None] | None = None
         self._journal = journal
@@ -194,7 +139,6 @@ class Cache:
         The entry for C{action_id}, or None for a miss.  Never raises.
         """
         self.stats.gets += 1
-        self.stats.asked.append(action_id)
         if self._journal is not None:
             self._journal.note(action_id)
         started = self._clock.seconds()
@@ -234,11 +178,11 @@ class Cache:
         return await self._remote_get(action_id)
 
     async def _remote_get(self, action_id: bytes) -> Entry | None:
-        if self._cutting:
+        if self._background.cutting:
             return None  # a signal gave up on the remote store
         flight = self._flights.get(action_id)
         if flight is None:
-            flight = self._flights[action_id] = _Flight()
+            flight = self._flights[action_id] = Flight()
             flight.job = Deferred.fromCoroutine(self._fly(action_id, flight))
         # Time spent queued behind --max-concurrent-remote-gets does not count
         # against the get timeout: only the fetch itself does.
@@ -256,14 +200,14 @@ class Cache:
         finally:
             self.stats.remote_wait += self._clock.seconds() - started
 
-    async def _fly(self, action_id: bytes, flight: _Flight) -> None:
+    async def _fly(self, action_id: bytes, flight: Flight) -> None:
         result: Entry | None = None
         try:
             result = await limited(self._get_slots, lambda: self._bounded_fetch(action_id, flight))
         except Unavailable:
             pass
         except (CancelledError, DeferredTimeout):
-            if not self._cutting:
+            if not self._background.cutting:
                 self.stats.remote_faults += 1
                 _log.error("Failed to get from remote storage", action_id=action_id.hex(), reason="download deadline")
         except Exception as e:  # noqa: BLE001 - a remote problem is a miss
@@ -273,13 +217,13 @@ class Cache:
             del self._flights[action_id]
             flight.finish(result)
 
-    async def _bounded_fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
+    async def _bounded_fetch(self, action_id: bytes, flight: Flight) -> Entry | None:
         # go is answered "miss" at the get timeout, but the download goes on
         # into the local tier; this deadline makes sure it ends.
         limit = max(DOWNLOAD_DEADLINE, 10 * self._settings.get_timeout) if self._settings.get_timeout > 0 else 0
         return await deadline(self._fetch(action_id, flight), limit, self._clock)
 
-    async def _fetch(self, action_id: bytes, flight: _Flight) -> Entry | None:
+    async def _fetch(self, action_id: bytes, flight: Flight) -> Entry | None:
         flight.mark_started()
         try:
             obj = await self._remote.get(action_id)
@@ -365,56 +309,13 @@ class Cache:
             # reject this object, so it is not worth uploading.
             _log.warn("Put body does not match its OutputID; kept local only", action_id=action_id.hex())
         elif self._settings.remote_enabled and entry.size >= self._settings.min_remote_put_size:
-            self._start_upload(action_id, entry)
+            self._background.upload(action_id, entry)
         return entry
-
-    def _start_upload(self, action_id: bytes, entry: Entry) -> None:
-        if action_id in self._uploads:
-            return
-        if self._settings.defer_uploads and not self._closing:
-            # The build keeps every core busy; uploads wait for close.
-            self._deferred[action_id] = entry
-            return
-        d = Deferred.fromCoroutine(limited(self._put_slots, lambda: self._upload(action_id, entry)))
-        self._uploads[action_id] = d
-
-        def forget(_: object) -> None:
-            del self._uploads[action_id]
-
-        d.addBoth(forget)
-
-    async def _upload(self, action_id: bytes, entry: Entry) -> None:
-        try:
-            await deadline(self._send(action_id, entry), self._settings.put_timeout, self._clock)
-            self.stats.uploads += 1
-        except Unavailable:
-            self.stats.uploads_skipped += 1
-        except CancelledError:
-            if not self._cutting:
-                raise
-            # Cut off at close: counted (and warned about) once, as dropped.
-            _log.debug("Upload cut off at close", action_id=action_id.hex())
-        except DeferredTimeout:
-            self.stats.upload_faults += 1
-            _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason="put timeout")
-        except Exception as e:  # noqa: BLE001 - uploads never reach go
-            self.stats.upload_faults += 1
-            _log.error("Failed to put to remote storage", action_id=action_id.hex(), reason=repr(e))
-
-    async def _send(self, action_id: bytes, entry: Entry) -> None:
-        absent = self.presence.absent(action_id)
-        if entry.size >= BIG:
-            obj = await self._thread(_encode_file, action_id, entry, absent)
-        else:
-            obj = _encode_file(action_id, entry, absent)
-        await self._remote.put(obj)
-        self.presence.note_present(action_id)
-        self.stats.bytes_up += obj.stored_size
 
     def _save_soon(self) -> None:
         # Answers go out first; the local meta files follow in one batch,
         # written in the thread pool so file creation never holds up answers.
-        if self._closing:
+        if self._background.closing:
             # Entries landing after close began (a prefetch write, a download
             # that outlived its get): saved at once, no timer left behind.
             self._local.flush()
@@ -449,88 +350,47 @@ class Cache:
         manifest, a pack): waited for up to the background-wait limit, or
         finished by the detached uploader.
         """
-        self._close_hooks.append(hook)
+        self._background.add_close_hook(hook)
 
     @property
     def pending(self) -> int:
         """
         Background jobs not finished yet (uploads and close hooks).
         """
-        return len(self._uploads) + len(self._jobs)
+        return self._background.pending
+
+    @property
+    def jobs_done(self) -> int:
+        """
+        Close hooks that finished without trouble.
+        """
+        return self._background.jobs_done
 
     async def close_local(self) -> None:
         """
         Save the local entries; start the deferred uploads and the close
         hooks.  After this only background work is left.
         """
-        self._closing = True
+        self._background.closing = True
         await self._save()
-        deferred, self._deferred = self._deferred, {}
-        for action_id, entry in deferred.items():
-            self._start_upload(action_id, entry)
-        hooks, self._close_hooks = self._close_hooks, []
-        for hook in hooks:
-            self._track(hook)
-
-    def _track(self, hook: Callable[[], Awaitable[None]]) -> None:
-        async def run() -> None:
-            try:
-                await hook()
-                self.jobs_done += 1
-            except (CancelledError, DeferredTimeout):
-                raise
-            except Exception as e:  # noqa: BLE001 - background work never reaches go
-                _log.error("Background job at close did not succeed", reason=repr(e))
-
-        d = Deferred.fromCoroutine(run())
-        if not d.called:
-            self._jobs.add(d)
-            d.addBoth(lambda _: self._jobs.discard(d))
+        self._background.start_close()
 
     async def drain(self, limit: float) -> None:
         """
         Wait for the background jobs, at most C{limit} seconds (0: no
         limit); cancel what is left and count it dropped.
         """
-        pending = list(self._uploads.values()) + list(self._jobs)
-        if not pending:
-            return
-        _log.info("Waiting for background uploads", count=len(pending))
-        everything: Deferred[Any] = DeferredList(pending, consumeErrors=True)
-        if limit > 0:
-            waiter: Deferred[None] = Deferred()
-
-            def wake(_: object = None) -> None:
-                if not waiter.called:
-                    waiter.callback(None)
-
-            everything.addBoth(wake)
-            timer = self._clock.callLater(limit, wake)
-            await waiter
-            if timer.active():
-                timer.cancel()
-        else:
-            await everything
-        self._cut([d for d in pending if not d.called])
-
-    def _cut(self, left: list[Deferred[Any]]) -> None:
-        if not left:
-            return
-        self.stats.uploads_dropped += len(left)
-        _log.warn("background jobs did not finish in time", left=len(left))
-        self._cutting = True
-        for d in left:
-            d.cancel()
+        await self._background.drain(limit)
 
     def abandon(self) -> None:
         """
         Stop waiting for the remote store (a signal's grace is over): remote
         gets in flight answer "miss", background uploads are dropped.
         """
-        self._cutting = True
+        self._background.cutting = True
         for flight in list(self._flights.values()):
             flight.abandon()
-        self._cut([d for d in [*self._uploads.values(), *self._jobs] if not d.called])
+        self._background.cut_all()
 
     async def close(self) -> None:
         """
@@ -547,12 +407,4 @@ def _feed(decoder: codec.Decoder, spool: Spool, chunk: bytes) -> None:
     decoder.feed_into(chunk, spool.write)
 
 
-def _encode_file(action_id: bytes, entry: Entry, absent: bool = False) -> UploadObject:
-    with open(entry.path, "rb") as f:
-        raw = f.read()
-    if len(raw) != entry.size:
-        raise LocalWriteError(f"local file {entry.path} changed size")
-    return codec.prepare_upload(action_id, entry.output_id, raw, absent)
-
-
-__all__ = ["BIG", "Cache", "LocalWriteError", "Settings", "inline_runner"]
+__all__ = ["Cache", "Settings", "inline_runner"]

@@ -19,10 +19,8 @@ C{go list -export} paths long after go exits.
 from __future__ import annotations
 
 import base64
-import binascii
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -35,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO
 
+from cacheprog.files import file_digest, unlink_quietly, write_atomic
 from cacheprog.wire import format_time
 
 #: Lookups of entries up to this size re-hash the data file; bigger ones
@@ -60,17 +59,6 @@ class UnsafeRoot(LocalWriteError):
     symlink, another owner, or group/world-writable.  Its files would be
     handed to go as build outputs, so it is refused.
     """
-
-
-def file_digest(path: str) -> bytes:
-    """
-    SHA-256 of a file's content.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.digest()
 
 
 def _holds(path: str, digest: bytes, size: int) -> bool:
@@ -227,18 +215,12 @@ class DiskStore:
         except FileNotFoundError as e:
             if e.filename == meta:
                 return None
-            self._forget(meta)
+            unlink_quietly(meta)
             return None
         except (OSError, ValueError, KeyError, TypeError):
-            self._forget(meta)
+            unlink_quietly(meta)
             return None
         return Entry(output_id=output_id, size=size, time=when, path=path)
-
-    def _forget(self, meta: str) -> None:
-        try:
-            os.unlink(meta)
-        except OSError:
-            pass
 
     def temp_file(self) -> tuple[IO[bytes], str]:
         """
@@ -342,39 +324,6 @@ class DiskStore:
         write_atomic(directory, self.meta_path(action_id), text + b"\n")
 
 
-def write_atomic(directory: str, path: str, data: bytes) -> None:
-    """
-    Write C{data} to a temp file in C{directory} and rename it to C{path}:
-    readers see the old file or the new one, never a part.
-    """
-    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        _unlink_quietly(temp)
-        raise
-
-
-def copy_atomic(directory: str, path: str, source: IO[bytes]) -> None:
-    """
-    L{write_atomic} from a file, copied in 1 MiB steps (never whole in memory).
-    """
-    import shutil
-
-    fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            shutil.copyfileobj(source, f, 1 << 20)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        _unlink_quietly(temp)
-        raise
-
-
 def _remove_stale(path: str, now: float) -> int:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -395,117 +344,6 @@ def _remove_stale(path: str, now: float) -> int:
         return 0
     finally:
         os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-class Spool:
-    """
-    Collects the raw bytes of one object on its way into the local tier,
-    hashing as it goes.  Small objects stay in memory and are written in one
-    call; big ones go to a temp file chunk by chunk (the caller runs those
-    calls in a thread).  A failed write is remembered, later writes are
-    skipped, and L{commit} raises it: the body is always drained.
-    """
-
-    def __init__(self, store: DiskStore, in_memory: bool) -> None:
-        self._store = store
-        self._hash = hashlib.sha256()
-        self._parts: list[bytes] | None = [] if in_memory else None
-        self._file: IO[bytes] | None = None
-        self._temp = ""
-        self.size = 0
-        self.failure: BaseException | None = None
-
-    def write(self, data: bytes) -> None:
-        """
-        Append raw bytes (blocking for big objects: call from a thread).
-        """
-        if self.failure is not None:
-            return
-        self._hash.update(data)
-        self.size += len(data)
-        if self._parts is not None:
-            self._parts.append(data)
-            return
-        try:
-            if self._file is None:
-                self._file, self._temp = self._store.temp_file()
-            self._file.write(data)
-        except OSError as e:
-            self.failure = e
-            self._close()
-
-    def write_base64(self, text: bytes) -> None:
-        """
-        Append base64 text (a whole number of 4-character groups).  The lenient
-        decoder is 2.5 times faster than the strict one; it drops characters
-        that are not base64, which the length check catches.
-        """
-        expected = len(text) // 4 * 3 - text[-2:].count(b"=")
-        try:
-            data = binascii.a2b_base64(text)
-        except binascii.Error as e:
-            data, reason = b"", str(e)
-        else:
-            reason = "" if len(text) % 4 == 0 and len(data) == expected else "not base64"
-        if reason:
-            if self.failure is None:
-                self.failure = OSError(f"invalid base64 in the body: {reason}")
-            return
-        self.write(data)
-
-    @property
-    def digest(self) -> bytes:
-        return self._hash.digest()
-
-    def commit(self, action_id: bytes, output_id: bytes, when: datetime) -> Entry:
-        """
-        Give the bytes their final name and record the entry (blocking for big
-        objects).
-
-        @raise LocalWriteError: when any write failed.
-        """
-        digest = self.digest
-        try:
-            if self.failure is not None:
-                raise self.failure
-            if self._parts is not None:
-                path = self._store.write_data(b"".join(self._parts), digest)
-            else:
-                if self._file is None:
-                    self._file, self._temp = self._store.temp_file()
-                self._file.close()
-                path = self._store.place_data(self._temp, digest, self.size)
-        except OSError as e:
-            self.discard()
-            raise LocalWriteError(str(e)) from e
-        entry = Entry(output_id=output_id, size=self.size, time=when, path=path)
-        self._store.record(action_id, entry, digest)
-        return entry
-
-    def discard(self) -> None:
-        """
-        Drop what was written (a corrupt download, a failed put).
-        """
-        self._close()
-        if self._temp:
-            _unlink_quietly(self._temp)
-            self._temp = ""
-        self._parts = None
-
-    def _close(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
 
 
 def now(clock: Callable[[], float]) -> datetime:

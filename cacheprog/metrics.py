@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.unit.test_metrics -*-
 """
-Run metrics (C{direct} mode): what was asked of which tier, how big, how
-slow, what failed; rendered as Prometheus text and pushed once at exit.
+The Prometheus series of a C{direct} run (what was asked of which tier, how
+big, how slow, what failed), kept in a private C{prometheus_client}
+registry and pushed once at exit; the per-run counts of the statistics line
+and the run log are L{cacheprog.stats}'.
 
 Series (names and labels as the Go reference, so dashboards keep working)::
 
@@ -14,21 +16,14 @@ Series (names and labels as the Go reference, so dashboards keep working)::
     cacheprog_storage_error_total{storage_type,operation}          counter
 
 C{storage_type} is C{local} or C{remote}, C{operation} C{get} or C{put}.  A
-labelled series exists only once it was observed.  The values live in a
-private C{prometheus_client} registry; the text is written here, because the
-wire format is the reference's, not C{generate_latest}'s: no C{# HELP} /
-C{# TYPE} lines, no C{_created} series, the run time without C{_total}, and
-the extra labels (C{--metrics-push-extra-labels}) first in every series.
+labelled series exists only once it was observed.  The text is the
+reference's (L{cacheprog.exposition}), the run time without C{_total}.
 
-Histograms come in two flavours:
-  - Prometheus (default): cumulative C{le} buckets; durations in seconds
-    (0.005 ... 10), sizes in bytes (256 B ... 1 GiB; the reference used the
-    seconds buckets for sizes too, which put every object into C{+Inf}).
-  - VictoriaMetrics (C{--use-vm-histograms}): 18 logarithmic buckets per
-    decade from 1e-9 to 1e18, only non-empty ones, as
-    C{name_bucket{...,vmrange="1.136e+03...1.292e+03"} 3}, plus C{_sum} and
-    C{_count}; the bucket of a value is computed exactly as
-    VictoriaMetrics/metrics (C{histogram.go}) does, down to Go's C{math.Log10}.
+Histograms come in two kinds: Prometheus (default), cumulative C{le}
+buckets, durations in seconds (0.005 ... 10), sizes in bytes (256 B ... 1
+GiB; the reference used the seconds buckets for sizes too, which put every
+object into C{+Inf}); or VictoriaMetrics (C{--use-vm-histograms},
+L{cacheprog.vmhistogram}).
 
 The push (L{push_at_exit}) is one request with the gzip-compressed text,
 under a hard timeout (the reference had none, so a hung endpoint hung the
@@ -44,10 +39,7 @@ C{object_get_size*} names, which also count puts.
 from __future__ import annotations
 
 import gzip
-import math
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -55,14 +47,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 
+from cacheprog import exposition
+from cacheprog.exposition import InvalidLabels
 from cacheprog.log import Logger
+from cacheprog.vmhistogram import VMHistogram
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
     from cacheprog.remote.pool import Requester
-    from cacheprog.stats import Stats
 
 _log = Logger("metrics")
 
@@ -87,156 +81,6 @@ ERRORS = "cacheprog_storage_error_total"
 # prometheus_client names a counter's sample <name>_total; the reference's
 # run-time counter has no such suffix.
 _WIRE_NAMES = {RUN_TIME + "_total": RUN_TIME}
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_OWN_LABELS = frozenset({"storage_type", "operation", "le", "vmrange"})
-
-
-class InvalidLabels(ValueError):
-    """
-    An extra label cannot be put into the exposition (bad or clashing name).
-    """
-
-
-def validate_labels(labels: Mapping[str, str]) -> None:
-    """
-    Check extra label names: Prometheus syntax, not reserved (C{__}), not one
-    cacheprog sets itself.
-
-    @raise InvalidLabels: naming the first bad label.
-    """
-    for name in labels:
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
-            raise InvalidLabels(f"invalid label name {name!r} (use letters, digits and _, not starting with a digit)")
-        if name in _OWN_LABELS:
-            raise InvalidLabels(f"label name {name!r} is set by cacheprog itself")
-
-
-# VictoriaMetrics histograms
-
-
-_E10_MIN, _E10_MAX, _PER_DECADE = -9, 18, 18
-_VM_BUCKETS = (_E10_MAX - _E10_MIN) * _PER_DECADE
-_VM_LOWER = f"0...{10.0**_E10_MIN:.3e}"
-_VM_UPPER = f"{10.0**_E10_MAX:.3e}...+Inf"
-
-
-def _vm_ranges() -> list[str]:
-    # As initBucketRanges: repeated multiplication, printed with %.3e.
-    multiplier = math.pow(10, 1.0 / _PER_DECADE)
-    v = 1e-9
-    start = f"{v:.3e}"
-    ranges = []
-    for _ in range(_VM_BUCKETS):
-        v *= multiplier
-        end = f"{v:.3e}"
-        ranges.append(f"{start}...{end}")
-        start = end
-    return ranges
-
-
-_VM_RANGES = _vm_ranges()
-
-# Go's math.Log (amd64 assembly and pure Go alike: FreeBSD's e_log.c); libm's
-# log differs in the last bit for some values, and a last bit decides the
-# bucket of exact powers of ten (Go's Log10(1e-4) is -3.9999999999999996).
-_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-_L1, _L2, _L3 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01
-_L4, _L5 = 2.222219843214978396e-01, 1.818357216161805012e-01
-_L6, _L7 = 1.531383769920937332e-01, 1.479819860511658591e-01
-_HALF_SQRT2 = 7.07106781186547524401e-01
-_INV_LN10 = 0.43429448190325182765112891891660508229439700580366656611445378316586464920887
-
-
-def go_log10(x: float) -> float:
-    """
-    Go's C{math.Log10} for a positive finite C{x}, bit for bit.
-    """
-    f1, ki = math.frexp(x)
-    if f1 < _HALF_SQRT2:
-        f1 *= 2
-        ki -= 1
-    f = f1 - 1
-    k = float(ki)
-    s = f / (2 + f)
-    s2 = s * s
-    s4 = s2 * s2
-    t1 = s2 * (_L1 + s4 * (_L3 + s4 * (_L5 + s4 * _L7)))
-    t2 = s4 * (_L2 + s4 * (_L4 + s4 * _L6))
-    r = t1 + t2
-    hfsq = 0.5 * f * f
-    ln = k * _LN2_HI - ((hfsq - (s * (hfsq + r) + k * _LN2_LO)) - f)
-    return ln * _INV_LN10
-
-
-def vmrange(value: float) -> str:
-    """
-    The C{vmrange} label of the bucket VictoriaMetrics puts C{value} in
-    (lower bound excluded, upper bound included, like C{le}).
-    """
-    if value <= 0:
-        return _VM_LOWER
-    if math.isinf(value):
-        return _VM_UPPER
-    index = (go_log10(value) - _E10_MIN) * _PER_DECADE
-    if index < 0:
-        return _VM_LOWER
-    if index >= _VM_BUCKETS:
-        return _VM_UPPER
-    i = int(index)
-    if index == i and i > 0:
-        # 10^n belongs to the bucket it closes, as with le.
-        i -= 1
-    return _VM_RANGES[i]
-
-
-class _VMSeries:
-    def __init__(self) -> None:
-        self.buckets: dict[str, int] = {}
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        if math.isnan(value) or value < 0:
-            return
-        key = vmrange(value)
-        self.buckets[key] = self.buckets.get(key, 0) + 1
-        self.sum += value
-        self.count += 1
-
-
-_ORDER = {_VM_LOWER: -1, **{r: i for i, r in enumerate(_VM_RANGES)}, _VM_UPPER: len(_VM_RANGES)}
-
-
-class VMHistogram:
-    """
-    A labelled VictoriaMetrics-style histogram, as a C{prometheus_client}
-    collector (C{labels(...).observe(v)} like a C{Histogram}).
-    """
-
-    def __init__(self, name: str, labelnames: Sequence[str]) -> None:
-        self._name = name
-        self._labelnames = tuple(labelnames)
-        self._series: dict[tuple[str, ...], _VMSeries] = {}
-
-    def labels(self, *values: str) -> _VMSeries:
-        return self._series.setdefault(tuple(values), _VMSeries())
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.metrics_core import Metric
-
-        family = Metric(self._name, "", "histogram")
-        for values, series in self._series.items():
-            if not series.count:
-                continue
-            labels = dict(zip(self._labelnames, values, strict=True))
-            for key in sorted(series.buckets, key=_ORDER.__getitem__):
-                family.add_sample(self._name + "_bucket", {**labels, "vmrange": key}, series.buckets[key])
-            family.add_sample(self._name + "_sum", labels, series.sum)
-            family.add_sample(self._name + "_count", labels, series.count)
-        yield family
 
 
 class _Unchecked:
@@ -271,8 +115,7 @@ class Metrics:
     The metrics of one run, in a private registry.
 
     Remote calls are recorded by L{cacheprog.remote.observing.ObservingStore};
-    local ones by L{local_get} / L{local_put} (a hook in the cache) or, at
-    exit, by L{record_local_stats}.
+    local ones by L{local_get} / L{local_put} (a hook in the cache).
     """
 
     def __init__(self, vm_histograms: bool = False) -> None:
@@ -353,21 +196,6 @@ class Metrics:
         else:
             self.object_ok(LOCAL, PUT, size)
 
-    def record_local_stats(self, stats: Stats) -> None:
-        """
-        The local tier from the run's L{Stats}, at exit, for when the cache
-        has no hook: counts and put bytes only (no per-object sizes or
-        durations).  Do not combine with L{local_get} / L{local_put}.
-        """
-        local_misses = stats.gets - stats.local_hits
-        if stats.local_hits:
-            self._objects.labels(LOCAL, GET).inc(stats.local_hits)
-        if local_misses > 0:
-            self._misses.labels(LOCAL).inc(local_misses)
-        if stats.puts:
-            self._objects.labels(LOCAL, PUT).inc(stats.puts)
-            self._bytes.labels(LOCAL, PUT).inc(stats.put_bytes)
-
     # exposition
 
     def render(self, extra_labels: Mapping[str, str] | None = None) -> str:
@@ -376,68 +204,7 @@ class Metrics:
 
         @raise InvalidLabels: for a bad extra label name.
         """
-        extra = dict(extra_labels or {})
-        validate_labels(extra)
-        lines = []
-        for family in self.registry.collect():
-            for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue
-                name = _WIRE_NAMES.get(sample.name, sample.name)
-                pairs = [*extra.items(), *sample.labels.items()]
-                lines.append(f"{name}{_label_text(pairs)} {format_value(sample.value)}\n")
-        return "".join(lines)
-
-
-def _label_text(pairs: Sequence[tuple[str, str]]) -> str:
-    if not pairs:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    """
-    A sample value as VictoriaMetrics/metrics prints it: C{%d} when whole,
-    else Go's C{%g} (L{go_g}).
-    """
-    if math.isfinite(value) and value == int(value) and abs(value) < 2**63:
-        return str(int(value))
-    return go_g(value)
-
-
-def go_g(value: float) -> str:
-    """
-    Go's C{fmt.Sprintf("%g", value)} for a float64: the shortest digits that
-    read back exactly, in exponent form below 1e-4 and from 1e6 on.
-    """
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "0"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digit_tuple)).rstrip("0")
-    exponent += len(digit_tuple) - len(digits)
-    point = len(digits) + exponent  # digits before the decimal point
-    x = point - 1
-    text: str
-    if x < -4 or x >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        text = f"{mantissa}e{'-' if x < 0 else '+'}{abs(x):02d}"
-    elif point <= 0:
-        text = "0." + "0" * -point + digits
-    elif point >= len(digits):
-        text = digits + "0" * (point - len(digits))
-    else:
-        text = digits[:point] + "." + digits[point:]
-    return ("-" if sign else "") + text
+        return exposition.render(self.registry, extra_labels or {}, _WIRE_NAMES)
 
 
 # push
@@ -538,15 +305,8 @@ __all__ = [
     "PUSH_TIMEOUT",
     "PUT",
     "REMOTE",
-    "InvalidLabels",
     "Metrics",
-    "VMHistogram",
     "check_push_url",
-    "format_value",
-    "go_g",
-    "go_log10",
     "push_at_exit",
     "push_metrics",
-    "validate_labels",
-    "vmrange",
 ]

@@ -84,7 +84,6 @@ class Handover:
         stats.gets += self.gets
         stats.local_hits += self.local_hits
         stats.misses += self.misses
-        stats.asked[:0] = self.asked
 
     def replay_into(self, journal: RunJournal) -> None:
         """

@@ -1,5 +1,8 @@
+# -*- test-case-name: tests.unit.test_stats -*-
 """
-Per-run statistics: what go asked, what we answered from where, and what it cost.
+The per-run counts of one go command (what go asked, what was answered from
+where, what it cost) for the statistics line at exit and the run log; the
+Prometheus series pushed at exit are L{cacheprog.metrics}'.
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ import attrs
 @attrs.define
 class Stats:
     """
-    Counters for one run (one go command).  C{asked} keeps every key go asked
-    for, in order: the seed of a prefetch manifest.
+    Counters for one run (one go command).
     """
 
     gets: int = 0
@@ -38,7 +40,6 @@ class Stats:
     prefetch_waits: int = 0
     packs_written: int = 0
     manifest_written: bool = False
-    asked: list[bytes] = attrs.Factory(list)
 
     @property
     def hits(self) -> int:
@@ -57,20 +58,11 @@ class Stats:
             ("get_hits", self.hits),
             ("get_hit_ratio", ratio),
             ("put_calls", self.puts),
-            ("local_hits", self.local_hits),
-            ("remote_hits", self.remote_hits),
-            ("misses", self.misses),
+            *self._answers(),
             ("instant_misses", self.instant_misses),
-            ("put_bytes", self.put_bytes),
-            ("uploads", self.uploads),
-            ("bytes_up", self.bytes_up),
-            ("bytes_down", self.bytes_down),
+            *self._transfers(),
             ("remote_wait", f"{self.remote_wait:.3f}s"),
-            ("remote_timeouts", self.remote_timeouts),
-            ("remote_faults", self.remote_faults + self.upload_faults),
-            ("corrupt_objects", self.corrupt),
-            ("uploads_dropped", self.uploads_dropped),
-            ("uploads_skipped", self.uploads_skipped),
+            *self._troubles(),
             ("manifest", self.manifest),
             ("prefetched", self.prefetched),
             ("prefetch_waits", self.prefetch_waits),
@@ -90,18 +82,31 @@ class Stats:
         """
         return {
             "gets": self.gets,
-            "local_hits": self.local_hits,
-            "remote_hits": self.remote_hits,
-            "misses": self.misses,
+            **dict(self._answers()),
             "puts": self.puts,
-            "put_bytes": self.put_bytes,
-            "uploads": self.uploads,
-            "bytes_up": self.bytes_up,
-            "bytes_down": self.bytes_down,
+            **dict(self._transfers()),
             "remote_wait": round(self.remote_wait, 3),
-            "remote_timeouts": self.remote_timeouts,
-            "remote_faults": self.remote_faults + self.upload_faults,
-            "corrupt_objects": self.corrupt,
-            "uploads_dropped": self.uploads_dropped,
-            "uploads_skipped": self.uploads_skipped,
+            **dict(self._troubles()),
         }
+
+    # The counts the line and the run log share, under the same names.
+
+    def _answers(self) -> list[tuple[str, int]]:
+        return [("local_hits", self.local_hits), ("remote_hits", self.remote_hits), ("misses", self.misses)]
+
+    def _transfers(self) -> list[tuple[str, int]]:
+        return [
+            ("put_bytes", self.put_bytes),
+            ("uploads", self.uploads),
+            ("bytes_up", self.bytes_up),
+            ("bytes_down", self.bytes_down),
+        ]
+
+    def _troubles(self) -> list[tuple[str, int]]:
+        return [
+            ("remote_timeouts", self.remote_timeouts),
+            ("remote_faults", self.remote_faults + self.upload_faults),
+            ("corrupt_objects", self.corrupt),
+            ("uploads_dropped", self.uploads_dropped),
+            ("uploads_skipped", self.uploads_skipped),
+        ]

@@ -36,6 +36,8 @@ from typing import IO
 
 import attrs
 
+from cacheprog.files import unlink_quietly
+
 DIRECTORY = ".uploaders"
 #: How often a waiter looks at the locks again (seconds).
 POLL = 0.05
@@ -116,7 +118,7 @@ class Uploaders:
             os.replace(temp, os.path.join(self.directory, name + ".lock"))
         except BaseException:
             os.close(lock)
-            _unlink(temp)
+            unlink_quietly(temp)
             raise
         return Registration(self.directory, name, lock, pending)
 
@@ -181,7 +183,7 @@ class Uploaders:
             if dropped:
                 _copy(path + ".log", report)
             for suffix in (".json", ".log", ".lock"):
-                _unlink(path + suffix)
+                unlink_quietly(path + suffix)
             return True
         finally:
             os.close(lock)
@@ -212,13 +214,6 @@ def _copy(path: str, report: IO[str]) -> None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             report.write(f.read())
-    except OSError:
-        pass
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
     except OSError:
         pass
 

@@ -269,7 +269,7 @@ def make_service(
     @param metrics: mounted at C{/metrics} (a stub when None).
     @param metricsproxy: mounted at C{/metricsproxy} when given.
     """
-    from cacheprog.proxy.resource import build_site
+    from cacheprog.proxy.site import build_site
 
     runner = run_in_thread if run_in_thread is not None else thread_runner(reactor)
     store: RemoteStore = factory.build(plan, reactor, runner)
@@ -334,7 +334,7 @@ def _own_metrics(cfg: _config.Config, store: RemoteStore, reactor: Any) -> tuple
     The proxy's C{/metrics}: the series of its remote store, observed.
     """
     from cacheprog.metrics import Metrics
-    from cacheprog.proxy.resource import MetricsResource
+    from cacheprog.proxy.site import MetricsResource
     from cacheprog.remote.observing import ObservingStore
 
     metrics = Metrics(vm_histograms=cfg.flag("use-vm-histograms"))
@@ -357,7 +357,6 @@ def _metrics_proxy(cfg: _config.Config, reactor: Any) -> IResource:
         cfg.text("metrics-proxy-endpoint"),
         labels=cfg.mapping("metrics-proxy-extra-labels"),
         headers=cfg.mapping("metrics-proxy-extra-headers"),
-        trailing_slash=False,
     )
 
 

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import IO
 
+from cacheprog.files import copy_atomic, write_atomic
 from cacheprog.interfaces import Body, NotFound, RemoteObject, ThreadRunner, UploadObject
-from cacheprog.local import copy_atomic, write_atomic
 from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
 
 #: Objects below this size are read on the reactor thread.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_metrics -*-
+# -*- test-case-name: tests.unit.test_observing -*-
 """
 A remote store wrapper that records metrics for every call (the Go
 reference's C{ObservingRemoteStorage}); it goes outside the circuit breaker.
@@ -55,6 +55,14 @@ class ObservingStore:
     def _took(self, operation: str, started: float) -> None:
         self._metrics.duration(REMOTE, operation, self._clock.seconds() - started)
 
+    def _ok(self, operation: str, started: float, size: int) -> None:
+        self._took(operation, started)
+        self._metrics.object_ok(REMOTE, operation, size)
+
+    def _failed(self, operation: str, started: float) -> None:
+        self._took(operation, started)
+        self._metrics.storage_error(REMOTE, operation)
+
     async def get(self, action_id: bytes) -> RemoteObject:
         started = self._clock.seconds()
         try:
@@ -67,11 +75,9 @@ class ObservingStore:
             self._metrics.object_miss(REMOTE)
             raise
         except Exception:
-            self._took(GET, started)
-            self._metrics.storage_error(REMOTE, GET)
+            self._failed(GET, started)
             raise
-        self._took(GET, started)
-        self._metrics.object_ok(REMOTE, GET, obj.stored_size)
+        self._ok(GET, started, obj.stored_size)
         return obj
 
     async def get_many(self, action_ids: Iterable[bytes]) -> AsyncIterator[tuple[bytes, RemoteObject | None]]:
@@ -93,11 +99,9 @@ class ObservingStore:
         except Unavailable:
             raise
         except Exception:
-            self._took(PUT, started)
-            self._metrics.storage_error(REMOTE, PUT)
+            self._failed(PUT, started)
             raise
-        self._took(PUT, started)
-        self._metrics.object_ok(REMOTE, PUT, obj.stored_size)
+        self._ok(PUT, started, obj.stored_size)
 
     async def close(self) -> None:
         await self._inner.close()

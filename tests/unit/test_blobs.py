@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 
 from cacheprog.cache import inline_runner
 from cacheprog.interfaces import NotFound
-from cacheprog.proxy.resource import BlobResource
+from cacheprog.proxy.blobs import BlobResource
 from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.base import one_chunk, trimmed
 from cacheprog.remote.directory import DirectoryStore

@@ -14,11 +14,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import BIG, FLUSH_DELAY, Cache, Settings
+from cacheprog.cache import FLUSH_DELAY, Cache, Settings
 from cacheprog.interfaces import RemoteObject
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.remote.disabled import DisabledStore
 from cacheprog.remote.memory import MemoryStore, StoredObject
+from cacheprog.spool import BIG
 
 from .helpers import WHEN, GatedStore, action, output_of, store_object
 
@@ -48,7 +49,12 @@ def read(path: str) -> bytes:
         return f.read()
 
 
-class CacheTests(SynchronousTestCase):
+class CoreCase(SynchronousTestCase):
+    """
+    A L{Cache} over a temp L{DiskStore}, the memory backend and a fake clock
+    (no tests of its own: L{tests.unit.test_background} shares it).
+    """
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -72,6 +78,8 @@ class CacheTests(SynchronousTestCase):
     def get(self, cache: Cache, action_id: bytes) -> Entry | None:
         return self.successResultOf(Deferred.fromCoroutine(cache.get(action_id)))
 
+
+class CacheTests(CoreCase):
     def test_put_then_get_local(self) -> None:
         """
         A put writes the body locally and a get answers it from there with the
@@ -100,29 +108,6 @@ class CacheTests(SynchronousTestCase):
         self.put(cache, action(2), b"two")
         self.successResultOf(Deferred.fromCoroutine(cache.close()))
         self.assertIsNotNone(DiskStore(self.local.root).lookup(action(2)))
-
-    def test_put_uploads(self) -> None:
-        """
-        A put is uploaded in the background, compressed when that is smaller,
-        with the reference's metadata.
-        """
-        cache = self.cache()
-        body = b"x" * 5000
-        self.put(cache, action(1), body)
-        stored = self.remote.objects[action(1)]
-        self.assertEqual((stored.output_id, stored.size, stored.compression), (output_of(body), 5000, "zstd"))
-        self.assertLess(len(stored.data), 5000)
-        self.assertEqual(cache.stats.uploads, 1)
-
-    def test_incompressible_raw(self) -> None:
-        """
-        A body zstd cannot shrink is stored raw.
-        """
-        cache = self.cache()
-        body = os.urandom(3000)
-        self.put(cache, action(1), body)
-        self.assertEqual(self.remote.objects[action(1)].compression, "")
-        self.assertEqual(self.remote.objects[action(1)].data, body)
 
     def test_min_put_size(self) -> None:
         """
@@ -302,48 +287,6 @@ class CacheTests(SynchronousTestCase):
         spool.write(b"abc")
         self.failureResultOf(Deferred.fromCoroutine(cache.put(action(9), output_of(b"abc"), spool)), LocalWriteError)
 
-    def test_close_waits_for_uploads(self) -> None:
-        """
-        close waits for background uploads to finish.
-        """
-        gated = GatedStore()
-        cache = self.cache(gated)
-        self.put(cache, action(1), b"abc")
-        closing = Deferred.fromCoroutine(cache.close())
-        self.assertNoResult(closing)
-        gated.release()
-        self.successResultOf(closing)
-        self.assertIn(action(1), gated.memory.objects)
-
-    def test_close_bounded(self) -> None:
-        """
-        close gives up on uploads after --max-background-wait and counts them.
-        """
-        gated = GatedStore()
-        cache = self.cache(gated, max_background_wait=2.0, put_timeout=0)
-        self.put(cache, action(1), b"abc")
-        closing = Deferred.fromCoroutine(cache.close())
-        self.clock.advance(1.9)
-        self.assertNoResult(closing)
-        self.clock.advance(0.2)
-        self.successResultOf(closing)
-        self.assertEqual(cache.stats.uploads_dropped, 1)
-
-    def test_cut_off_at_close_counted_once(self) -> None:
-        """
-        With --remote-put-timeout 0, an upload cut off at close is counted
-        once (dropped), not also as a failed upload with an ERROR line.
-        """
-        gated = GatedStore()
-        cache = self.cache(gated, max_background_wait=2.0, put_timeout=0)
-        self.put(cache, action(1), b"abc")
-        closing = Deferred.fromCoroutine(cache.close())
-        with self.assertLogs("cacheprog", level="DEBUG") as logs:
-            self.clock.advance(2.1)
-        self.successResultOf(closing)
-        self.assertEqual((cache.stats.uploads_dropped, cache.stats.upload_faults), (1, 0))
-        self.assertFalse([r for r in logs.records if r.levelname == "ERROR"], logs.output)
-
     def test_abandon(self) -> None:
         """
         abandon (a signal's grace is over) answers remote gets in flight
@@ -359,17 +302,6 @@ class CacheTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(got))
         self.successResultOf(Deferred.fromCoroutine(cache.close()))
         self.assertEqual(cache.stats.uploads_dropped, 1)
-
-    def test_put_timeout(self) -> None:
-        """
-        An upload slower than --remote-put-timeout is abandoned.
-        """
-        gated = GatedStore()
-        cache = self.cache(gated, put_timeout=3.0)
-        self.put(cache, action(1), b"abc")
-        self.clock.advance(3.1)
-        self.successResultOf(Deferred.fromCoroutine(cache.close()))
-        self.assertEqual((cache.stats.upload_faults, cache.stats.uploads), (1, 0))
 
     def test_big_body_uses_thread_runner(self) -> None:
         """

@@ -1,6 +1,6 @@
 """
 Tests for L{cacheprog.proxy.channel.GuardedChannel} and the screening of
-L{cacheprog.proxy.resource.ProxySite}: deadlines a trickle cannot reset,
+L{cacheprog.proxy.site.ProxySite}: deadlines a trickle cannot reset,
 refusals before any body byte, a connection cap.
 """
 
@@ -17,7 +17,7 @@ from cacheprog.codec import MAX_OBJECT
 from cacheprog.interfaces import UploadObject
 from cacheprog.proxy.access import Tokens
 from cacheprog.proxy.channel import BODY_GRACE, BODY_RATE_FLOOR, HEADER_TIMEOUT
-from cacheprog.proxy.resource import build_site
+from cacheprog.proxy.site import build_site
 from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.memory import MemoryStore
 

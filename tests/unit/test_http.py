@@ -30,7 +30,7 @@ from cacheprog.cache import Cache, Settings
 from cacheprog.config import ConfigError, parse
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.local import DiskStore
-from cacheprog.proxy.resource import StorageResource
+from cacheprog.proxy.storage import StorageResource
 from cacheprog.remote import factory
 from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.http import MAX_PERSISTENT_PER_HOST, HTTPStorageError, HTTPStore

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.local import STALE_TEMP, DiskStore, LocalWriteError, Spool, UnsafeRoot
+from cacheprog.local import STALE_TEMP, DiskStore, LocalWriteError, UnsafeRoot
+from cacheprog.spool import Spool
 
 from .helpers import action, output_of
 
@@ -70,16 +71,6 @@ class DiskStoreTests(SynchronousTestCase):
         self.commit(action(2), b"first")
         self.assertEqual(os.stat(old).st_ino, inode)
 
-    def test_streamed(self) -> None:
-        """
-        A spool written through a temp file ends up the same as an in-memory one.
-        """
-        path = self.commit(action(1), b"x" * 10000, in_memory=False)
-        with open(path, "rb") as f:
-            self.assertEqual(f.read(), b"x" * 10000)
-        leftovers = [n for _, _, names in os.walk(self.store.root) for n in names if n.endswith(".tmp")]
-        self.assertEqual(leftovers, [])
-
     def test_heal_missing_data(self) -> None:
         """
         Meta without its data file is a miss and the meta is removed.
@@ -117,16 +108,6 @@ class DiskStoreTests(SynchronousTestCase):
         self.assertIsNone(self.fresh().lookup(action(1)))
         self.store.flush()
         self.assertEqual(self.fresh().lookup(action(1)), entry)
-
-    def test_bad_base64_fails_commit(self) -> None:
-        """
-        Invalid base64 in a body makes the commit fail (an Err), not crash.
-        """
-        spool = Spool(self.store, in_memory=True)
-        spool.write_base64(b"!!!!")
-        from cacheprog.local import LocalWriteError
-
-        self.assertRaises(LocalWriteError, spool.commit, action(1), b"", WHEN)
 
     def test_probe_unwritable(self) -> None:
         """

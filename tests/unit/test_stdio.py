@@ -13,9 +13,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import BIG, Cache, Settings, inline_runner
+from cacheprog.cache import Cache, Settings, inline_runner
 from cacheprog.local import DiskStore
 from cacheprog.remote.memory import MemoryStore
+from cacheprog.spool import BIG
 from cacheprog.stdio import CacheProtocol
 from cacheprog.wire import handshake
 
