@@ -140,7 +140,6 @@ class CacheProtocol(Protocol):
         self._answered: set[int] = set() if handover is None else set(handover.answered)
         self._status = 0
         self._ending = False
-        self._finishing: Deferred[None] | None = None
         self._write_lost = False
         self._detacher = detacher
         self._detached = False
@@ -316,7 +315,7 @@ class CacheProtocol(Protocol):
     def _end(self, close: Request | None) -> None:
         self._ending = True
         self._io().pauseProducing()
-        self._finishing = Deferred.fromCoroutine(self._finish(close))
+        Deferred.fromCoroutine(self._finish(close))
 
     async def _finish(self, close: Request | None) -> None:
         body, self._body = self._body, None

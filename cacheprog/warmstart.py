@@ -12,9 +12,8 @@ run's for the next one.
   then the get takes the per-object path.  A prefetch that made no
   progress for L{STALLED} waits is abandoned: no get waits for it again.
 - At close (L{WarmStart.finish}, run with the background uploads): the
-  entries go used, in order, become the next manifest; entries no pack of
-  the manifest holds go into a new delta pack; everything is repacked when
-  most pack bytes are dead or there are too many packs.
+  entries go used, in order, become the next manifest
+  (L{cacheprog.manifestwriter}).
 
 A missing or corrupt manifest or pack is a warning and per-object gets,
 never an error for go.  The manifest of a run whose read failed for another
@@ -36,19 +35,14 @@ from cacheprog.interfaces import BlobStore, NotFound, ThreadRunner
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.log import Logger
 from cacheprog.manifest import (
-    PACK_ENTRY_LIMIT,
-    PACK_SIZE_LIMIT,
     CorruptManifest,
     Manifest,
     ManifestEntry,
-    PackRef,
     decode,
-    encode,
     manifest_name,
-    plan_update,
-    time_ns,
 )
-from cacheprog.pack import PackBuilder, Span, SpanCutter, pack_name, plan_spans
+from cacheprog.manifestwriter import ManifestWriter
+from cacheprog.pack import Span, SpanCutter, pack_name, plan_spans
 from cacheprog.remote.base import close_body
 from cacheprog.stats import Stats
 
@@ -118,13 +112,13 @@ class WarmStart:
         self._clock = clock
         self._thread = run_in_thread
         self._name = manifest_name(run_key)
+        self._writer = ManifestWriter(store, run_in_thread, self._name, stats)
         self.stats = stats
         self._wait = wait
         self._write = write
         self._previous: Manifest | None = None
         self._loaded = _Slot()
         self._pending: dict[bytes, _Slot] = {}
-        self._used: dict[bytes, Entry | None] = {}
         self._bad_packs: set[str] = set()
         self._bad_entries: set[bytes] = set()
         self._fetched: set[bytes] = set()
@@ -352,13 +346,13 @@ class WarmStart:
         """
         go asked for C{action_id}: its place in the order.
         """
-        self._used.setdefault(action_id, None)
+        self._writer.note(action_id)
 
     def record(self, action_id: bytes, entry: Entry) -> None:
         """
         C{action_id} was answered with C{entry} (a hit) or stored (a put).
         """
-        self._used[action_id] = entry
+        self._writer.record(action_id, entry)
 
     async def finish(self) -> None:
         """
@@ -377,36 +371,11 @@ class WarmStart:
             # writing could replace a good manifest with a colder one.
             return
         try:
-            await self._save()
+            await self._writer.save(self._previous, frozenset(self._bad_packs), frozenset(self._bad_entries))
         except CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the next run just starts colder
             _log.warn("Could not write the run manifest", manifest=self._name, reason=repr(e))
-
-    async def _save(self) -> None:
-        used = [ManifestEntry(a, e.output_id, e.size, time_ns(e.time)) for a, e in self._used.items() if e is not None]
-        if not used:
-            return
-        update = plan_update(self._previous, used, frozenset(self._bad_packs), frozenset(self._bad_entries))
-        if not update.write:
-            return
-        refs: dict[bytes, PackRef] = {}
-        sizes = dict(self._previous.packs) if self._previous is not None else {}
-        paths = {a: e for a, e in self._used.items() if e is not None}
-        fresh = [(a, paths[a]) for a in update.fresh]
-        while fresh:
-            pack_id, data, placed, fresh = await self._thread(_build_pack, fresh)
-            if placed:
-                await self._store.put_blob(pack_name(pack_id), data)
-                sizes[pack_id] = len(data)
-                refs.update(placed)
-                self.stats.packs_written += 1
-                self.stats.bytes_up += len(data)
-        entries = tuple(_placed(e, refs) for e in update.entries)
-        live = {e.ref.pack for e in entries if e.ref is not None}
-        manifest = Manifest(packs={p: sizes[p] for p in sizes if p in live}, entries=entries)
-        await self._store.put_blob(self._name, await self._thread(encode, manifest))
-        self.stats.manifest_written = True
 
 
 def _shielded(job: Deferred[None]) -> Deferred[None]:
@@ -423,13 +392,6 @@ def _shielded(job: Deferred[None]) -> Deferred[None]:
 
     job.addBoth(forward)
     return view
-
-
-def _placed(entry: ManifestEntry, refs: Mapping[bytes, PackRef]) -> ManifestEntry:
-    ref = refs.get(entry.action_id)
-    if ref is None:
-        return entry
-    return ManifestEntry(entry.action_id, entry.output_id, entry.size, entry.time_ns, ref)
 
 
 def _write_entry(local: DiskStore, entry: ManifestEntry, stored: bytes) -> Entry:
@@ -450,32 +412,3 @@ def _write_entry(local: DiskStore, entry: ManifestEntry, stored: bytes) -> Entry
     result = Entry(output_id=entry.output_id, size=entry.size, time=entry.time, path=path)
     local.record(entry.action_id, result, digest)
     return result
-
-
-def _build_pack(
-    items: list[tuple[bytes, Entry]],
-) -> tuple[str, bytes, dict[bytes, PackRef], list[tuple[bytes, Entry]]]:
-    """
-    Encode entries from the local tier into one pack, up to its size limit
-    (thread pool).  Entries whose file is gone or changed are left out.
-
-    @return: the pack id, its bytes, the places, and the entries left for
-        the next pack.
-    """
-    builder = PackBuilder()
-    taken = 0
-    for action_id, entry in items:
-        if builder.count and builder.size >= PACK_SIZE_LIMIT:
-            break
-        taken += 1
-        try:
-            with open(entry.path, "rb") as f:
-                raw = f.read(PACK_ENTRY_LIMIT + 1)
-        except OSError:
-            continue
-        if len(raw) != entry.size:
-            continue
-        algorithm, stored = compression.encode(raw)
-        builder.add(action_id, algorithm, stored)
-    pack_id, data, placed = builder.finish()
-    return pack_id, data, placed, items[taken:]

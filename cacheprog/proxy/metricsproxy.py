@@ -11,15 +11,16 @@ Like the Go reference (a C{httputil.ReverseProxy}):
   - C{--metrics-proxy-extra-headers} are added to the client's;
   - the client's query string is appended to the endpoint's;
   - the target path is the endpoint's (default C{/}), plus, with extra
-    labels, C{metrics/job/<job>/<k1>/<v1>/...} (L{target_path}), plus a
-    trailing C{/};
+    labels, C{metrics/job/<job>/<k1>/<v1>/...} (L{target_path});
   - the endpoint's answer goes back as is; no answer: 502 with the error
     text, and ERROR C{failed to proxy metrics}.
 
 Different: the label values are all path-escaped (space: C{%20}), as the
 Prometheus Go client does; the reference query-escaped all but C{job}
-(space: C{+}, which a Pushgateway reads as a plus sign).  And the forward
-has a timeout (the reference had none).
+(space: C{+}, which a Pushgateway reads as a plus sign).  No trailing C{/}
+is added (the reference's reverse proxy adds one; a Pushgateway refuses it
+when there are labels besides C{job}).  And the forward has a timeout (the
+reference had none).
 """
 
 from __future__ import annotations
@@ -94,28 +95,24 @@ def label_path(labels: Mapping[str, str]) -> str:
     return "/".join(parts)
 
 
-def target_path(endpoint_path: str, labels: Mapping[str, str], trailing_slash: bool = True) -> str:
+def target_path(endpoint_path: str, labels: Mapping[str, str]) -> str:
     """
     Where a push goes: the endpoint's path (C{/} when empty), then
-    L{label_path} when there are labels, then one C{/} (the reference's
-    reverse proxy adds it; a Pushgateway refuses it when there are labels
-    besides C{job}: pass C{trailing_slash=False} for one).
+    L{label_path} when there are labels.
     """
     path = endpoint_path or "/"
     if labels:
         path = path.rstrip("/") + "/" + label_path(labels)
-    if trailing_slash and not path.endswith("/"):
-        path += "/"
     return path
 
 
-def target_url(endpoint: str, labels: Mapping[str, str], query: str = "", trailing_slash: bool = True) -> str:
+def target_url(endpoint: str, labels: Mapping[str, str], query: str = "") -> str:
     """
     The full URL a push to C{/metricsproxy?<query>} is forwarded to.
     """
     parts = urlsplit(endpoint)
     merged = "&".join(q for q in (parts.query, query) if q)
-    return urlunsplit((parts.scheme, parts.netloc, target_path(parts.path, labels, trailing_slash), merged, ""))
+    return urlunsplit((parts.scheme, parts.netloc, target_path(parts.path, labels), merged, ""))
 
 
 class MetricsProxyResource(Resource):
@@ -133,7 +130,6 @@ class MetricsProxyResource(Resource):
         labels: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = FORWARD_TIMEOUT,
-        trailing_slash: bool = True,
     ) -> None:
         """
         @param client: sends the forwarded requests.
@@ -149,7 +145,6 @@ class MetricsProxyResource(Resource):
         self._labels = dict(labels or {})
         self._extra = [(k.encode("utf-8"), v.encode("utf-8")) for k, v in (headers or {}).items()]
         self._timeout = timeout
-        self._trailing_slash = trailing_slash
 
     def render(self, request: server.Request) -> bytes | int:
         if request.postpath:
@@ -198,7 +193,7 @@ class MetricsProxyResource(Resource):
             request.content.seek(0)
             body = request.content.read()
         query = request.uri.partition(b"?")[2].decode("ascii", "replace")
-        url = target_url(self._endpoint, self._labels, query, self._trailing_slash)
+        url = target_url(self._endpoint, self._labels, query)
         assert request.method is not None
         response = await self._client.request(
             request.method.decode("ascii"),

@@ -264,7 +264,6 @@ def _metrics_proxy(forward: _settings.Push, reactor: Any) -> IResource:
         forward.endpoint,
         labels=forward.labels,
         headers=forward.headers,
-        trailing_slash=False,
     )
 
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_s3 -*-
+# -*- test-case-name: tests.unit.test_credentials -*-
 """
 AWS credentials for the S3 backend, from botocore, resolved and refreshed in
 the thread runner (never on the reactor thread: the default chain reads files
@@ -26,6 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from cacheprog.concurrency import Shared
 from cacheprog.interfaces import ThreadRunner
 from cacheprog.log import Logger
 from cacheprog.remote.s3config import S3Settings
@@ -154,7 +155,7 @@ class CredentialSource:
         self._frozen: Any = None
         self._loaded_at = 0.0
         self._failure: tuple[float, BaseException] | None = None
-        self._waiters: list[Deferred[Any]] | None = None
+        self._loading: Shared[Any] = Shared(self._load)
 
     def _fresh(self) -> bool:
         if self._frozen is None:
@@ -179,17 +180,7 @@ class CredentialSource:
                 failed: Deferred[Any] = Deferred()
                 failed.errback(error)
                 return failed
-        waiter: Deferred[Any] = Deferred(self._abandon)
-        if self._waiters is None:
-            self._waiters = [waiter]
-            Deferred.fromCoroutine(self._load())
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
-    def _abandon(self, waiter: Deferred[Any]) -> None:
-        if self._waiters is not None and waiter in self._waiters:
-            self._waiters.remove(waiter)
+        return self._loading.wait()
 
     def _load_blocking(self) -> tuple[Any, Any]:
         credentials = self._credentials
@@ -197,27 +188,22 @@ class CredentialSource:
             credentials = self._resolver(self._settings)
         return credentials, _frozen(credentials)
 
-    async def _load(self) -> None:
+    async def _load(self) -> Any:
+        # One load however many wait (L{Shared}): its result or failure is
+        # everyone's.
         try:
             credentials, frozen = await self._thread(self._load_blocking)
             if not frozen.access_key or not frozen.secret_key:
                 raise CredentialsError("the credentials have no access key or no secret")
-        except Exception as e:  # noqa: BLE001 - handed to every waiter
-            waiters, self._waiters = self._waiters or [], None
+        except Exception as e:
             if self._frozen is not None:
                 # A failed refresh: keep what we have (botocore keeps it too
                 # until the mandatory refresh window).
                 _log.warn("Could not refresh AWS credentials", reason=str(e))
-                for waiter in waiters:
-                    waiter.callback(self._frozen)
-                return
+                return self._frozen
             self._failure = (self._clock.seconds(), e)
-            for waiter in waiters:
-                waiter.errback(e)
-            return
+            raise
         self._credentials, self._frozen = credentials, frozen
         self._loaded_at = self._clock.seconds()
         self._failure = None
-        waiters, self._waiters = self._waiters or [], None
-        for waiter in waiters:
-            waiter.callback(frozen)
+        return frozen

@@ -180,7 +180,7 @@ class PushIntegrationTests(TestCase):
         self.assertTrue(ok)
         [record] = recorder.records
         self.assertEqual(record["method"], b"PUT")
-        self.assertEqual(record["uri"], b"/metrics/job/proxytest/labeltoproxy/valuetoproxy/")
+        self.assertEqual(record["uri"], b"/metrics/job/proxytest/labeltoproxy/valuetoproxy")
         self.assertEqual(record["headers"].getRawHeaders(b"x-extra-header"), [b"some"])
         self.assertEqual(record["headers"].getRawHeaders(b"x-some-header"), [b"client"])
         self.assertIn("cacheprog_overall_run_time_ms 500\n", record["body"].decode())

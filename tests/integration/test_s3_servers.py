@@ -41,8 +41,10 @@ from cacheprog import compression
 from cacheprog.cache import Cache, Settings
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.local import DiskStore
-from cacheprog.remote.s3 import HTTPClient, S3Error, S3Store, build_s3_store
+from cacheprog.remote.s3 import S3Store, build_s3_store
+from cacheprog.remote.s3answers import S3Error
 from cacheprog.remote.s3config import S3Settings, parse_endpoint
+from cacheprog.remote.s3request import HTTPClient
 from tests.integration.servers import (
     LOCALHOST,
     MinIO,

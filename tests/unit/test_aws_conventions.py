@@ -19,9 +19,9 @@ from twisted.web.server import Request
 from cacheprog.config import ConfigError
 from cacheprog.interfaces import NotFound
 from cacheprog.remote import factory
-from cacheprog.remote.s3 import S3Store
 from cacheprog.remote.s3config import Endpoint, S3Settings
-from tests.unit.test_s3 import AID, HEX, FakeS3, S3TestCase, Stored, config_for, error_xml
+from cacheprog.remote.s3retry import jittered
+from tests.unit.fakes3 import AID, HEX, FakeS3, S3TestCase, Stored, config_for, error_xml
 
 
 class EnvironmentRegionTests(S3TestCase):
@@ -137,7 +137,7 @@ class JitterTests(SynchronousTestCase):
         clients failing together do not retry in lock step.
         """
         generator = random.Random(7)
-        delays = [S3Store.jittered(0.2, generator.random) for _ in range(200)]
+        delays = [jittered(0.2, generator.random) for _ in range(200)]
         self.assertTrue(all(0.1 <= d <= 0.2 for d in delays), delays)
         self.assertGreater(len(set(delays)), 100)
 

@@ -38,10 +38,10 @@ class TargetTests(SynchronousTestCase):
         """
         C{job=proxytest,labeltoproxy=valuetoproxy} on the default path.
         """
-        self.assertEqual(target_path("", LABELS), "/metrics/job/proxytest/labeltoproxy/valuetoproxy/")
+        self.assertEqual(target_path("", LABELS), "/metrics/job/proxytest/labeltoproxy/valuetoproxy")
         self.assertEqual(
             target_url(ENDPOINT, LABELS),
-            "http://pushgateway.example:9091/metrics/job/proxytest/labeltoproxy/valuetoproxy/",
+            "http://pushgateway.example:9091/metrics/job/proxytest/labeltoproxy/valuetoproxy",
         )
 
     def test_reference_unit_case(self) -> None:
@@ -58,7 +58,7 @@ class TargetTests(SynchronousTestCase):
         self.assertIn(f"/encoded_value@base64/{encoded}", path)
         self.assertEqual(
             path,
-            f"/metrics/job@base64/=/empty_value@base64/=/encoded_value@base64/{encoded}/plain_value/value/",
+            f"/metrics/job@base64/=/empty_value@base64/=/encoded_value@base64/{encoded}/plain_value/value",
         )
 
     def test_job_first(self) -> None:
@@ -86,10 +86,10 @@ class TargetTests(SynchronousTestCase):
 
     def test_no_labels(self) -> None:
         """
-        Without labels the endpoint is used as is (plus the trailing slash).
+        Without labels the endpoint is used as is (C{/} when it has no path).
         """
         self.assertEqual(target_url("http://h:1", {}), "http://h:1/")
-        self.assertEqual(target_url("http://h:1/push", {}), "http://h:1/push/")
+        self.assertEqual(target_url("http://h:1/push", {}), "http://h:1/push")
         self.assertEqual(target_url("http://h:1/push/", {}), "http://h:1/push/")
 
     def test_endpoint_path_and_query(self) -> None:
@@ -99,19 +99,9 @@ class TargetTests(SynchronousTestCase):
         """
         self.assertEqual(
             target_url("https://vm.example/api/v1/import/prometheus?extra_label=a", {"job": "j"}, "b=2"),
-            "https://vm.example/api/v1/import/prometheus/metrics/job/j/?extra_label=a&b=2",
+            "https://vm.example/api/v1/import/prometheus/metrics/job/j?extra_label=a&b=2",
         )
-        self.assertEqual(target_url("http://h/", {"job": "j"}, "b=2"), "http://h/metrics/job/j/?b=2")
-
-    def test_without_trailing_slash(self) -> None:
-        """
-        The trailing slash (which a Pushgateway refuses with extra labels)
-        can be left off.
-        """
-        self.assertEqual(
-            target_url(ENDPOINT, LABELS, trailing_slash=False),
-            "http://pushgateway.example:9091/metrics/job/proxytest/labeltoproxy/valuetoproxy",
-        )
+        self.assertEqual(target_url("http://h/", {"job": "j"}, "b=2"), "http://h/metrics/job/j?b=2")
 
 
 class Recorder(_BaseRecorder):
@@ -164,7 +154,7 @@ class ForwardTests(SynchronousTestCase):
 
     def test_forward(self) -> None:
         """
-        A gzip POST arrives at the label path with the trailing slash, the
+        A gzip POST arrives at the label path (no trailing slash), the
         client's query, the client's and the proxy's headers, the target's
         C{Host}, and the body untouched.
         """
@@ -183,7 +173,7 @@ class ForwardTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         [seen] = self.recorder.requests
         self.assertEqual(seen["method"], b"POST")
-        self.assertEqual(seen["uri"], b"/metrics/job/proxytest/labeltoproxy/valuetoproxy/?x=1")
+        self.assertEqual(seen["uri"], b"/metrics/job/proxytest/labeltoproxy/valuetoproxy?x=1")
         headers = seen["headers"]
         self.assertEqual(headers.getRawHeaders(b"host"), [b"pushgateway.example:9091"])
         self.assertEqual(headers.getRawHeaders(b"x-some-header"), [b"client"])

@@ -454,7 +454,7 @@ class StreamedBodyStore:
         self.response = Response()
 
     async def get(self, action_id: bytes) -> RemoteObject:
-        from cacheprog.remote.s3 import BodyStream
+        from cacheprog.remote.body import BodyStream
 
         body = BodyStream(self.response)
         self.response.feed(b"part of a big object")

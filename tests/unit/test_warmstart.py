@@ -53,7 +53,12 @@ class GatedRanges(MemoryStore):
             d.callback(None)
 
 
-class WarmStartTests(SynchronousTestCase):
+class WarmStartCase(SynchronousTestCase):
+    """
+    Runs of a L{Cache} with a L{WarmStart} over the memory backend (no tests
+    of its own: L{tests.unit.test_manifestwriter} shares it).
+    """
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -93,6 +98,8 @@ class WarmStartTests(SynchronousTestCase):
     def manifest(self) -> m.Manifest:
         return m.decode(self.remote.blobs[m.manifest_name(KEY)])
 
+
+class WarmStartTests(WarmStartCase):
     def test_second_run_from_packs(self) -> None:
         """
         The second run reads the manifest and one range, writes every entry
@@ -186,17 +193,6 @@ class WarmStartTests(SynchronousTestCase):
         warm._stored()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertIsNotNone(DiskStore(cache._local.root).lookup(action(77)))
-
-    def test_manifest_in_go_order(self) -> None:
-        """
-        The manifest lists entries in the order go asked, with sizes and
-        output ids.
-        """
-        self.first_run()
-        entries = self.manifest().entries
-        self.assertEqual([e.action_id for e in entries], [action(n) for n in BODIES])
-        self.assertEqual([e.size for e in entries], [len(b) for b in BODIES.values()])
-        self.assertTrue(all(e.ref is not None for e in entries))
 
     def test_get_waits_for_prefetch(self) -> None:
         """
@@ -335,26 +331,3 @@ class WarmStartTests(SynchronousTestCase):
         self.assertEqual(cache.stats.manifest, "none")
         self.assertIsNotNone(self.get(cache, action(1)))
         self.assertEqual((self.remote.ranges, self.remote.gets, cache.stats.prefetched), (0, 1, 0))
-
-    def test_delta_pack(self) -> None:
-        """
-        A run that adds an entry uploads a pack of that entry only; the
-        manifest then references both packs.
-        """
-        self.first_run()
-        first_packs = set(self.manifest().packs)
-        cache, _ = self.run_cache()
-        self.remote.release()
-        for n in BODIES:
-            self.get(cache, action(n))
-        body = b"new entry"
-        spool = cache.new_spool(len(body))
-        spool.write(body)
-        self.successResultOf(Deferred.fromCoroutine(cache.put(action(99), output_of(body), spool)))
-        self.close(cache)
-        manifest = self.manifest()
-        self.assertEqual(len(manifest.packs), 2)
-        self.assertTrue(first_packs < set(manifest.packs))
-        (delta,) = set(manifest.packs) - first_packs
-        self.assertLess(manifest.packs[delta], 100)
-        self.assertEqual(manifest.entries[-1].action_id, action(99))
