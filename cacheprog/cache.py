@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
@@ -40,6 +39,7 @@ from cacheprog.interfaces import (
 from cacheprog.local import DiskStore, Entry, LocalWriteError, now
 from cacheprog.log import Logger
 from cacheprog.presence import Presence
+from cacheprog.settings import Transfers
 from cacheprog.spool import BIG, Spool
 from cacheprog.stats import Stats
 
@@ -50,22 +50,6 @@ T = TypeVar("T")
 DOWNLOAD_DEADLINE = 60.0
 #: Local meta files are written in batches this long after the answers.
 FLUSH_DELAY = 0.05
-
-
-@attrs.frozen
-class Settings:
-    """
-    The knobs of the core (seconds; 0 = no limit, as in the Go reference).
-    """
-
-    get_timeout: float = 5.0
-    put_timeout: float = 5.0
-    max_background_wait: float = 10.0
-    min_remote_put_size: int = 0
-    max_concurrent_gets: int = 0
-    max_concurrent_puts: int = 0
-    remote_enabled: bool = True
-    defer_uploads: bool = False
 
 
 def inline_runner(f: Callable[..., T], *args: object) -> Deferred[T]:
@@ -97,7 +81,7 @@ class Cache:
         remote: RemoteStore,
         clock: IReactorTime,
         run_in_thread: ThreadRunner = inline_runner,
-        settings: Settings = Settings(),
+        settings: Transfers | None = None,
         stats: Stats | None = None,
         observer: LocalObserver | None = None,
         presence: Presence | None = None,
@@ -107,6 +91,7 @@ class Cache:
         self._remote = remote
         self._clock = clock
         self._thread = run_in_thread
+        settings = settings if settings is not None else Transfers()
         self._settings = settings
         self.stats = stats if stats is not None else Stats()
         self._observer = observer
@@ -407,4 +392,4 @@ def _feed(decoder: compression.Decoder, spool: Spool, chunk: bytes) -> None:
     decoder.feed_into(chunk, spool.write)
 
 
-__all__ = ["Cache", "Settings", "inline_runner"]
+__all__ = ["Cache", "inline_runner"]

@@ -12,7 +12,6 @@ command keeps working meanwhile; its requests wait in the pipe.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import time
@@ -205,7 +204,7 @@ def _serve(direct: _settings.Direct, local: DiskStore, protocol_fd: int, handove
     from twisted.internet.stdio import StandardIO
 
     from cacheprog.assembly import assemble, thread_runner
-    from cacheprog.cache import Cache, Settings
+    from cacheprog.cache import Cache
     from cacheprog.stats import Stats
     from cacheprog.stdio import CacheProtocol
 
@@ -224,7 +223,7 @@ def _serve(direct: _settings.Direct, local: DiskStore, protocol_fd: int, handove
         stack.store,
         reactor,
         run_in_thread,
-        Settings(**dataclasses.asdict(direct.transfers)),
+        direct.transfers,
         stats=stats,
         observer=metrics,
         journal=journal,

@@ -9,7 +9,7 @@ of the backends.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
@@ -151,12 +151,6 @@ class RemoteStore(Protocol):
 
         @raise NotFound: when there is none.  Any other exception is a
             failure (counted by the circuit breaker, answered as a miss).
-        """
-
-    def get_many(self, action_ids: Iterable[bytes]) -> AsyncIterator[tuple[bytes, RemoteObject | None]]:
-        """
-        Fetch many objects (prefetch); yields C{(action_id, object or None)}
-        in completion order.
         """
 
     async def put(self, obj: UploadObject) -> None:

@@ -7,11 +7,9 @@ helpers.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator
 
-from twisted.internet.defer import Deferred, DeferredSemaphore
-
-from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
+from cacheprog.interfaces import UploadObject
 
 
 def reference_metadata(obj: UploadObject) -> dict[str, str]:
@@ -70,42 +68,3 @@ async def close_body(body: object) -> None:
     close = getattr(body, "close", None)
     if close is not None:
         close()
-
-
-class BulkGet:
-    """
-    Mixin: C{get_many} as bounded concurrent C{get}s, answered in completion
-    order.  Backends with a real multi-get (packs) override it.
-    """
-
-    bulk_concurrency = 32
-
-    async def get(self, action_id: bytes) -> RemoteObject:
-        raise NotImplementedError
-
-    async def get_many(self, action_ids: Iterable[bytes]) -> AsyncIterator[tuple[bytes, RemoteObject | None]]:
-        slots = DeferredSemaphore(self.bulk_concurrency)
-        done: list[tuple[bytes, RemoteObject | None]] = []
-        wake: list[Deferred[None]] = []
-
-        async def one(action_id: bytes) -> None:
-            await slots.acquire()
-            try:
-                obj: RemoteObject | None = await self.get(action_id)
-            except NotFound:
-                obj = None
-            except Exception:  # noqa: BLE001 - prefetch is best effort
-                obj = None
-            finally:
-                slots.release()
-            done.append((action_id, obj))
-            if wake:
-                wake.pop().callback(None)
-
-        jobs = [Deferred.fromCoroutine(one(a)) for a in action_ids]
-        for _ in jobs:
-            if not done:
-                d: Deferred[None] = Deferred()
-                wake.append(d)
-                await d
-            yield done.pop(0)

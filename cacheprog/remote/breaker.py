@@ -24,7 +24,6 @@ from twisted.internet.interfaces import IReactorTime
 
 from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, Unavailable, UploadObject
 from cacheprog.log import Logger
-from cacheprog.remote.base import BulkGet
 
 _log = Logger("breaker")
 T = TypeVar("T")
@@ -108,7 +107,7 @@ class Breaker:
         return result
 
 
-class BreakerStore(BulkGet):
+class BreakerStore:
     """
     A L{RemoteStore} that switches an inner store off after repeated failures.
     """

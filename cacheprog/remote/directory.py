@@ -22,7 +22,7 @@ from typing import IO
 
 from cacheprog.files import copy_atomic, write_atomic
 from cacheprog.interfaces import Body, NotFound, RemoteObject, ThreadRunner, UploadObject
-from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata
+from cacheprog.remote.base import one_chunk, reference_metadata
 from cacheprog.remote.dirconfig import make_root
 
 #: Objects below this size are read on the reactor thread.
@@ -75,7 +75,7 @@ class FileBody:
         self._close()
 
 
-class DirectoryStore(BulkGet):
+class DirectoryStore:
     """
     Objects as files under C{root}; blocking file work runs in C{run_in_thread}.
     """

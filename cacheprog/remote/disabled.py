@@ -5,10 +5,9 @@ The null backend: no remote storage (the default).
 from __future__ import annotations
 
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
-from cacheprog.remote.base import BulkGet
 
 
-class DisabledStore(BulkGet):
+class DisabledStore:
     """
     Always misses, drops every upload.
     """

@@ -33,7 +33,7 @@ from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.log import Logger
 from cacheprog.remote import body as _body
 from cacheprog.remote import httpcontract as contract
-from cacheprog.remote.base import BulkGet, trimmed
+from cacheprog.remote.base import trimmed
 from cacheprog.remote.pool import cancelled
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _header(response: Any, name: str) -> str | None:
     return values[0] if values else None
 
 
-class HTTPStore(BulkGet):
+class HTTPStore:
     """
     The HTTP storage client.
 

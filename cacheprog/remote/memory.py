@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import attrs
 
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
-from cacheprog.remote.base import BulkGet, one_chunk
+from cacheprog.remote.base import one_chunk
 
 
 @attrs.frozen
@@ -27,7 +27,7 @@ class StoredObject:
     mtime: datetime
 
 
-class MemoryStore(BulkGet):
+class MemoryStore:
     """
     Objects in a dict, keyed by action id.  C{gets}/C{puts} count calls.
     """

@@ -18,7 +18,6 @@ Per call:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -79,18 +78,6 @@ class ObservingStore:
             raise
         self._ok(GET, started, obj.stored_size)
         return obj
-
-    async def get_many(self, action_ids: Iterable[bytes]) -> AsyncIterator[tuple[bytes, RemoteObject | None]]:
-        """
-        The inner store's bulk get, counting hits and misses (no durations:
-        the calls overlap).
-        """
-        async for action_id, obj in self._inner.get_many(action_ids):
-            if obj is None:
-                self._metrics.object_miss(REMOTE)
-            else:
-                self._metrics.object_ok(REMOTE, GET, obj.stored_size)
-            yield action_id, obj
 
     async def put(self, obj: UploadObject) -> None:
         started = self._clock.seconds()

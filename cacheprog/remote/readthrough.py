@@ -20,12 +20,11 @@ from collections.abc import Sequence
 
 from cacheprog.interfaces import NotFound, RemoteObject, RemoteStore, UploadObject
 from cacheprog.log import Logger
-from cacheprog.remote.base import BulkGet
 
 _log = Logger("readthrough")
 
 
-class ReadThroughStore(BulkGet):
+class ReadThroughStore:
     """
     C{own} for everything, then C{trusted} (read only) for its misses.
 

@@ -48,7 +48,7 @@ from cacheprog.concurrency import Shared
 from cacheprog.interfaces import Body, NotFound, RemoteObject, ThreadRunner, UploadObject
 from cacheprog.log import Logger
 from cacheprog.presence import Listing
-from cacheprog.remote.base import BulkGet, one_chunk, reference_metadata, trimmed
+from cacheprog.remote.base import one_chunk, reference_metadata, trimmed
 from cacheprog.remote.body import BodyStream, read_limited
 from cacheprog.remote.credentials import CredentialSource
 from cacheprog.remote.s3answers import (
@@ -78,7 +78,7 @@ ERROR_BODY_LIMIT = 64 * 1024
 LIST_BODY_LIMIT = 4 << 20
 
 
-class S3Store(BulkGet):
+class S3Store:
     """
     A bucket as remote store.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_s3 -*-
+# -*- test-case-name: tests.unit.test_s3config -*-
 """
 The S3 options, checked and normalised before the handshake.
 

@@ -38,13 +38,14 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from cacheprog import compression
-from cacheprog.cache import Cache, Settings
+from cacheprog.cache import Cache
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.local import DiskStore
 from cacheprog.remote.s3 import S3Store, build_s3_store
 from cacheprog.remote.s3answers import S3Error
 from cacheprog.remote.s3config import S3Settings, parse_endpoint
 from cacheprog.remote.s3request import HTTPClient
+from cacheprog.settings import Transfers
 from tests.integration.servers import (
     LOCALHOST,
     MinIO,
@@ -425,7 +426,7 @@ class ServerMixin(StoreFactory):
         """
         self.need_metadata()
         store = self.store()
-        first = Cache(DiskStore(self.mktemp()), store, reactor, run_in_thread, Settings(get_timeout=10))
+        first = Cache(DiskStore(self.mktemp()), store, reactor, run_in_thread, Transfers(get_timeout=10))
         first._local.probe()
         bodies = {20: b"object file " * 1000, 21: os.urandom(5000), 22: b"", 23: os.urandom(2 << 20)}
         for n, body in bodies.items():
@@ -434,7 +435,7 @@ class ServerMixin(StoreFactory):
             await first.put(action(n), hashlib.sha256(body).digest(), spool)
         await first.close()
         self.assertEqual(first.stats.uploads, len(bodies))
-        second = Cache(DiskStore(self.mktemp()), self.store(), reactor, run_in_thread, Settings(get_timeout=10))
+        second = Cache(DiskStore(self.mktemp()), self.store(), reactor, run_in_thread, Transfers(get_timeout=10))
         second._local.probe()
         for n, body in bodies.items():
             entry = await second.get(action(n))
@@ -444,7 +445,7 @@ class ServerMixin(StoreFactory):
         self.assertEqual(second.stats.remote_hits, len(bodies))
         await second.close()
         wrong = self.store(access_key_secret="wrong")
-        third = Cache(DiskStore(self.mktemp()), wrong, reactor, run_in_thread, Settings(get_timeout=10))
+        third = Cache(DiskStore(self.mktemp()), wrong, reactor, run_in_thread, Transfers(get_timeout=10))
         third._local.probe()
         self.assertEqual(await third.get(action(20)), None)
         self.assertEqual(third.stats.remote_hits, 0)

@@ -6,7 +6,6 @@ wait for the test to release them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
 
 from twisted.internet.defer import Deferred
@@ -73,9 +72,6 @@ class GatedStore:
         self.get_calls += 1
         await self._gate()
         return await self.memory.get(action_id)
-
-    def get_many(self, action_ids: Iterable[bytes]) -> AsyncIterator[tuple[bytes, RemoteObject | None]]:
-        return self.memory.get_many(action_ids)
 
     async def put(self, obj: UploadObject) -> None:
         self.put_calls += 1

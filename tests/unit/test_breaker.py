@@ -38,9 +38,6 @@ class Flaky:
         if self.mode == "fail":
             raise ConnectionRefusedError("down")
 
-    def get_many(self, action_ids: Any) -> Any:
-        raise NotImplementedError
-
     async def close(self) -> None:
         return None
 

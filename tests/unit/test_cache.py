@@ -14,11 +14,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import FLUSH_DELAY, Cache, Settings
+from cacheprog.cache import FLUSH_DELAY, Cache
 from cacheprog.interfaces import RemoteObject
 from cacheprog.local import DiskStore, Entry, LocalWriteError
 from cacheprog.remote.disabled import DisabledStore
 from cacheprog.remote.memory import MemoryStore, StoredObject
+from cacheprog.settings import Transfers
 from cacheprog.spool import BIG
 
 from .helpers import WHEN, GatedStore, action, output_of, store_object
@@ -67,7 +68,7 @@ class CoreCase(SynchronousTestCase):
             self.local,
             remote if remote is not None else self.remote,  # type: ignore[arg-type]
             self.clock,
-            settings=Settings(**settings),  # type: ignore[arg-type]
+            settings=Transfers(**settings),  # type: ignore[arg-type]
         )
 
     def put(self, cache: Cache, action_id: bytes, body: bytes, output_id: bytes | None = None) -> Entry:

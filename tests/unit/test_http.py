@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from cacheprog import compression
-from cacheprog.cache import Cache, Settings, inline_runner
+from cacheprog.cache import Cache, inline_runner
 from cacheprog.config import ConfigError, parse
 from cacheprog.interfaces import NotFound, RemoteObject, UploadObject
 from cacheprog.local import DiskStore
@@ -34,6 +34,7 @@ from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.http import MAX_PERSISTENT_PER_HOST, HTTPStorageError, HTTPStore
 from cacheprog.remote.httpconfig import HTTPSettings
 from cacheprog.remote.memory import MemoryStore
+from cacheprog.settings import Transfers
 
 from .helpers import WHEN, action, output_of
 
@@ -339,19 +340,6 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
         """
         self.failureResultOf(self.call(self.store.get(action(9))), NotFound)
 
-    def test_get_many(self) -> None:
-        """
-        get_many answers every key, None for the absent ones.
-        """
-        self.successResultOf(self.call(self.store.put(upload(1, b"one"))))
-
-        async def collect() -> dict[bytes, Any]:
-            return {k: v async for k, v in self.store.get_many([action(1), action(2)])}
-
-        found = self.successResultOf(self.call(collect()))
-        self.assertIsNone(found[action(2)])
-        self.assertEqual(found[action(1)].output_id, output_of(b"one"))
-
     def test_wire(self) -> None:
         """
         Requests go to C{/cache/<lowercase hex>} with the protocol headers in
@@ -391,7 +379,7 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
         body = b"package archive " * 500
         local = DiskStore(self.mktemp())
         local.probe()
-        cache = Cache(local, self.store, Clock(), settings=Settings())
+        cache = Cache(local, self.store, Clock(), settings=Transfers())
         spool = cache.new_spool(len(body))
         spool.write(body)
         self.successResultOf(self.call(cache.put(action(5), output_of(body), spool)))
@@ -400,7 +388,7 @@ class RoundTripTests(StoreTestsMixin, SynchronousTestCase):
 
         fresh = DiskStore(self.mktemp())
         fresh.probe()
-        cache = Cache(fresh, self.store, Clock(), settings=Settings())
+        cache = Cache(fresh, self.store, Clock(), settings=Transfers())
         entry = self.successResultOf(self.call(cache.get(action(5))))
         assert entry is not None
         with open(entry.path, "rb") as f:
@@ -549,7 +537,7 @@ class CoreTimeoutTests(StoreTestsMixin, SynchronousTestCase):
         clock = Clock()
         local = DiskStore(self.mktemp())
         local.probe()
-        cache = Cache(local, store, clock, settings=Settings(get_timeout=1.0))
+        cache = Cache(local, store, clock, settings=Transfers(get_timeout=1.0))
         d = self.call(cache.get(action(1)))
         clock.advance(1.0)
         self.assertIsNone(self.successResultOf(d))
@@ -581,7 +569,7 @@ class ReadTimeoutTests(StoreTestsMixin, SynchronousTestCase):
         store = self.timed(resource, clock)
         local = DiskStore(self.mktemp())
         local.probe()
-        cache = Cache(local, store, clock, settings=Settings(get_timeout=0))
+        cache = Cache(local, store, clock, settings=Transfers(get_timeout=0))
         d = self.call(cache.get(action(1)))
         clock.advance(29)
         self.assertNoResult(d)

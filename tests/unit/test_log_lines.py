@@ -15,9 +15,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog import log
-from cacheprog.cache import Cache, Settings
+from cacheprog.cache import Cache
 from cacheprog.local import DiskStore
 from cacheprog.remote.breaker import BreakerStore
+from cacheprog.settings import Transfers
 from cacheprog.stats import Stats
 from tests.unit.helpers import action, output_of
 from tests.unit.test_breaker import UPLOAD, Flaky
@@ -42,7 +43,7 @@ class LogLinesTests(SynchronousTestCase):
     def cache(self, remote: Any) -> Cache:
         local = DiskStore(self.mktemp())
         local.probe()
-        return Cache(local, remote, self.clock, settings=Settings(remote_enabled=True))
+        return Cache(local, remote, self.clock, settings=Transfers(remote_enabled=True))
 
     def test_failedRemoteGet(self) -> None:
         """

@@ -39,9 +39,6 @@ class Failing:
     async def put(self, obj: UploadObject) -> None:
         raise self.error
 
-    def get_many(self, action_ids: Any) -> Any:
-        raise NotImplementedError
-
     async def close(self) -> None:
         return None
 
@@ -161,22 +158,6 @@ class ObservingStoreTests(SynchronousTestCase):
         d = Deferred.fromCoroutine(self.observed(Failing(Unavailable("put"))).put(UPLOAD))
         self.failureResultOf(d, Unavailable)
         self.assertEqual(self.metrics.render(), "")
-
-    def test_get_many(self) -> None:
-        """
-        Bulk gets count hits and misses as they are yielded.
-        """
-        store_object(self.memory, action(1), b"hello")
-        store = self.observed(self.memory)
-
-        async def collect() -> list[tuple[bytes, RemoteObject | None]]:
-            return [item async for item in store.get_many([action(1), action(2)])]
-
-        result = self.successResultOf(Deferred.fromCoroutine(collect()))
-        self.assertEqual(sorted(obj is None for _, obj in result), [False, True])
-        got = self.got()
-        self.assertEqual(got['cacheprog_object_miss_total{storage_type="remote"}'], "1")
-        self.assertEqual(got['cacheprog_object_get_size_total{storage_type="remote",operation="get"}'], "1")
 
     def test_close(self) -> None:
         """

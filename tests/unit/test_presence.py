@@ -9,11 +9,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import Cache, Settings
+from cacheprog.cache import Cache
 from cacheprog.interfaces import UploadObject
 from cacheprog.local import DiskStore, Entry
 from cacheprog.presence import Listing, Presence
 from cacheprog.remote.memory import MemoryStore
+from cacheprog.settings import Transfers
 
 from .helpers import action, output_of, store_object
 
@@ -91,7 +92,7 @@ class CorePresenceTests(SynchronousTestCase):
         self.local.probe()
         self.remote = CountingStore()
         self.presence = Presence()
-        self.cache = Cache(self.local, self.remote, self.clock, settings=Settings(), presence=self.presence)
+        self.cache = Cache(self.local, self.remote, self.clock, settings=Transfers(), presence=self.presence)
 
     def get(self, action_id: bytes) -> Entry | None:
         return self.successResultOf(Deferred.fromCoroutine(self.cache.get(action_id)))

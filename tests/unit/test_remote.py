@@ -62,20 +62,6 @@ class ContractMixin:
         """
         self.failureResultOf(Deferred.fromCoroutine(self.store.get(action(2))), NotFound)  # type: ignore[attr-defined]
 
-    def test_get_many(self) -> None:
-        """
-        get_many answers every key once, None for the absent ones.
-        """
-        self.wait(self.store.put(upload(1, b"one")))
-
-        async def collect() -> dict[bytes, Any]:
-            return {k: v async for k, v in self.store.get_many([action(1), action(2)])}
-
-        found = self.wait(collect())
-        self.assertEqual(set(found), {action(1), action(2)})  # type: ignore[attr-defined]
-        self.assertIsNone(found[action(2)])  # type: ignore[attr-defined]
-        self.assertIsNotNone(found[action(1)])  # type: ignore[attr-defined]
-
 
 class MemoryTests(ContractMixin, SynchronousTestCase):
     def make(self) -> Any:

@@ -373,17 +373,6 @@ class LifecycleTests(S3TestCase):
         self.successResultOf(d)
         self.assertEqual(pool.closed, 1)
 
-    def test_get_many(self) -> None:
-        store = self.make()
-        self.result(store.put(upload(b"one", action_id=AID)))
-
-        async def collect() -> list[tuple[bytes, RemoteObject | None]]:
-            return [item async for item in store.get_many([AID, b"\1" * 32])]
-
-        found = dict(self.result(collect()))
-        self.assertIsNotNone(found[AID])
-        self.assertIsNone(found[b"\1" * 32])
-
     def test_factory_build(self) -> None:
         cfg, env = config_for(["--s3-bucket", "b", "--s3-endpoint", "http://127.0.0.1:1", "--s3-region", "r"])
         plan = factory.check(cfg, env)

@@ -13,9 +13,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from cacheprog.cache import Cache, Settings, inline_runner
+from cacheprog.cache import Cache, inline_runner
 from cacheprog.local import DiskStore
 from cacheprog.remote.memory import MemoryStore
+from cacheprog.settings import Transfers
 from cacheprog.spool import BIG
 from cacheprog.stdio import CacheProtocol
 from cacheprog.wire import handshake
@@ -55,7 +56,7 @@ class ProtocolTests(SynchronousTestCase):
     def connect(self, remote: object = None, **settings: object) -> tuple[CacheProtocol, StringTransport]:
         if remote is not None:
             self.remote = remote  # type: ignore[assignment]
-        cache = Cache(self.local, self.remote, self.clock, settings=Settings(**settings))  # type: ignore[arg-type]
+        cache = Cache(self.local, self.remote, self.clock, settings=Transfers(**settings))  # type: ignore[arg-type]
         self.cache = cache
         proto = CacheProtocol(cache, inline_runner, handshake=handshake())
         transport = StringTransport()

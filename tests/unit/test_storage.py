@@ -68,9 +68,6 @@ class Failing:
     async def put(self, obj: UploadObject) -> None:
         raise OSError("backend is read-only")
 
-    def get_many(self, action_ids: Any) -> Any:
-        raise NotImplementedError
-
     async def close(self) -> None:
         return None
 
@@ -459,9 +456,6 @@ class StreamedBodyStore:
         body = BodyStream(self.response)
         self.response.feed(b"part of a big object")
         return RemoteObject(output_of(b"x"), 1000, WHEN, "", 1000, body)
-
-    def get_many(self, action_ids: Any) -> Any:
-        raise NotImplementedError
 
     async def put(self, obj: UploadObject) -> None:
         return None

@@ -15,8 +15,9 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from cacheprog import log
-from cacheprog.cache import Cache, Settings, inline_runner
+from cacheprog.cache import Cache, inline_runner
 from cacheprog.local import DiskStore
+from cacheprog.settings import Transfers
 from cacheprog.stdio import CacheProtocol
 from cacheprog.uploaders import Detacher, Registration, Summary, Uploaders
 from cacheprog.wire import handshake
@@ -110,7 +111,7 @@ class DetachedDrainTests(SynchronousTestCase):
         self.remote = GatedStore()
         self.uploaders = Uploaders(self.local.root)
         self.detacher = Detacher(self.uploaders, timeout=30.0)
-        self.cache = Cache(self.local, self.remote, self.clock, settings=Settings())
+        self.cache = Cache(self.local, self.remote, self.clock, settings=Transfers())
         self.proto = CacheProtocol(self.cache, inline_runner, handshake=handshake(), detacher=self.detacher)
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
