@@ -56,8 +56,8 @@ class BackgroundJobs:
         self._presence = presence
         self._put_timeout = put_timeout
         self._defer_uploads = defer_uploads
-        # 0 means "no limit" in the reference; we still keep a generous cap
-        # so that a cold build cannot hold hundreds of bodies in memory.
+        # 0 ("no limit") still means a generous cap, so that a cold build
+        # cannot hold hundreds of bodies in memory.
         self._put_slots = DeferredSemaphore(max_concurrent_puts or 64)
         self._uploads: dict[bytes, Deferred[None]] = {}
         self._held: dict[bytes, Entry] = {}

@@ -285,7 +285,7 @@ def _hold_signals() -> None:
 def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
     """
     SIGINT/SIGTERM: answer what is in flight, drain uploads, close stdout,
-    exit (the reference ignored signals until the next request arrived).
+    exit, at once rather than at the next request.
     Remote work still running after L{SIGNAL_GRACE} (a stuck store with no
     timeouts) is abandoned: gets answer "miss", uploads are dropped.  A
     second signal abandons it at once.  Never a traceback.

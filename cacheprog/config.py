@@ -2,7 +2,7 @@
 """
 Options from the command line and the environment, by the table of
 L{cacheprog.options}: precedence flag > environment > default; an empty
-variable counts as unset (the Go reference made it a fatal error).  Values
+variable counts as unset (C{VAR=} means the default).  Values
 are read with the option's constant: C{config[S3_BUCKET]} is a C{str}.
 
 This module must stay cheap to import: it runs before the handshake.
@@ -293,7 +293,7 @@ def _resolve(command: str, given: dict[str, str | list[str]], environ: Mapping[s
 def default_root() -> str:
     """
     The local tier when no root is given: one directory per user, shared by
-    every go command of a CI job (the reference made a new one per process).
+    every go command of a CI job, so one command's outputs are the next's hits.
     """
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"cacheprog-{uid}")

@@ -21,19 +21,15 @@ reference's (L{cacheprog.exposition}), the run time without C{_total}.
 
 Histograms come in two kinds: Prometheus (default), cumulative C{le}
 buckets, durations in seconds (0.005 ... 10), sizes in bytes (256 B ... 1
-GiB; the reference used the seconds buckets for sizes too, which put every
-object into C{+Inf}); or VictoriaMetrics (C{--use-vm-histograms},
-L{cacheprog.vmhistogram}).
+GiB, so that objects do not all land in C{+Inf}); or VictoriaMetrics
+(C{--use-vm-histograms}, L{cacheprog.vmhistogram}).
 
 The push (L{push_at_exit}) is one request with the gzip-compressed text,
-under a hard timeout (the reference had none, so a hung endpoint hung the
-build); any failure is one WARN line, never an exception.
-
-Fixed against the reference: sizes have byte buckets; the push has a
-timeout; invalid extra label names skip the push with a clear warning;
-uploads read back from disk are not counted as local gets (that read does
-not go through the observed lookup).  Kept for compatibility: the misleading
-C{object_get_size*} names, which also count puts.
+under a hard timeout, so a hung endpoint cannot hang the build; any
+failure (invalid extra label names included) is one WARN line, never an
+exception.  Uploads read back from disk are not local gets: that read does
+not go through the observed lookup.  The C{object_get_size*} names also
+count puts: misleading, kept so dashboards keep working.
 """
 
 from __future__ import annotations
@@ -281,9 +277,9 @@ async def push_at_exit(
     timeout: float = PUSH_TIMEOUT,
 ) -> bool:
     """
-    Render and push the run's metrics, as the reference does at exit (but
-    bounded by C{timeout}).  The default method is the reference's C{GET};
-    a Pushgateway wants C{PUT} or C{POST}.  Never raises.
+    Render and push the run's metrics, bounded by C{timeout}.  The default
+    method is C{GET}, what the Go reference's endpoints expect; a
+    Pushgateway wants C{PUT} or C{POST}.  Never raises.
 
     @return: whether the push was accepted.
     """

@@ -15,12 +15,10 @@ Like the Go reference (a C{httputil.ReverseProxy}):
   - the endpoint's answer goes back as is; no answer: 502 with the error
     text, and ERROR C{failed to proxy metrics}.
 
-Different: the label values are all path-escaped (space: C{%20}), as the
-Prometheus Go client does; the reference query-escaped all but C{job}
-(space: C{+}, which a Pushgateway reads as a plus sign).  No trailing C{/}
-is added (the reference's reverse proxy adds one; a Pushgateway refuses it
-when there are labels besides C{job}).  And the forward has a timeout (the
-reference had none).
+The label values are all path-escaped (space: C{%20}), as the Prometheus
+Go client does: a Pushgateway reads C{+} as a plus sign.  No trailing C{/}
+is added: a Pushgateway refuses it when there are labels besides C{job}.
+The forward has a timeout, so a hung endpoint cannot hold a client.
 """
 
 from __future__ import annotations

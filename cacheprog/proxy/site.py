@@ -304,8 +304,7 @@ def build_site(
         thread; None reads them inline.
     @param metrics: served at C{/metrics} (exact path); a stub exposition when None.
     @param metricsproxy: served at C{/metricsproxy} (exact path) when given;
-        404 when None (the reference mounts it only with
-        C{--metrics-proxy-endpoint}).
+        404 when None (no C{--metrics-proxy-endpoint}).
     """
     root = _Root()
     root.putChild(b"health", HealthResource())

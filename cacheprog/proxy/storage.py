@@ -10,7 +10,7 @@ L{twisted.web.server.Site} to serve a store.  Under the proxy's site
 arrive (L{HashingFile}) and refused from their headers alone
 (L{screen_storage}); elsewhere they are hashed after.
 
-Stricter than the reference, so that nothing bad is ever stored: the key is
+Strict, so that nothing bad is ever stored: the key is
 exactly 64 lowercase hex digits; C{Content-Length}, C{X-Cacheprog-OutputID},
 C{X-Cacheprog-MD5Sum}, C{X-Cacheprog-Sha256Sum} and
 C{X-Cacheprog-UncompressedSize} are required and well formed; and the body's

@@ -197,7 +197,7 @@ class ProxyService(Service):
             self.profiles.stop()
         # twistd re-raises the signal that stopped the reactor once it has
         # stopped, so the exit status reads "killed by SIGTERM".  The proxy
-        # stopped cleanly: exit 0, as `cacheprog proxy` and the reference do.
+        # stopped cleanly: exit 0, as `cacheprog proxy` does.
         if getattr(self._reactor, "_exitSignal", None) is not None:
             self._reactor._exitSignal = None
 
@@ -251,8 +251,8 @@ def make_service(
 def _metrics_proxy(forward: _settings.Push, reactor: Any) -> IResource:
     """
     C{/metricsproxy}: forwards the clients' pushes with the proxy's labels
-    and headers.  No trailing slash after the label path (the reference
-    added one, which a Pushgateway refuses once there are labels besides job).
+    and headers.  No trailing slash after the label path: a Pushgateway
+    refuses one once there are labels besides job.
     """
     from cacheprog.proxy.metricsproxy import MetricsProxyResource
     from cacheprog.remote.pool import build_client

@@ -9,10 +9,9 @@ nothing.  After C{retry-after}, one call goes through as a probe; if the
 store answers (a hit, an upload, or a plain "not found", which proves it is
 reachable), it is switched back on.
 
-Fixed against the Go reference: gets and uploads have a breaker each (an
-upload-only problem, such as read-only credentials, does not switch off
-gets), a "not found" probe closes the breaker, and skipped uploads are
-reported as skipped, not as successful.
+Gets and uploads have a breaker each, so an upload-only problem (read-only
+credentials) does not switch off gets; skipped uploads are reported as
+skipped, not as successful.
 """
 
 from __future__ import annotations

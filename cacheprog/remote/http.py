@@ -3,11 +3,10 @@
 The C{http} backend: objects behind a cacheprog proxy (or the Go tool's
 C{pkg/httpstorage}), over the protocol of L{cacheprog.remote.httpcontract}.
 
-Fixed against the Go reference: any 2xx answers a PUT; every response body
-is read (or the connection dropped), so connections go back to the pool; a
-GET without C{X-Cacheprog-OutputID} is an error rather than an object with
-an empty id; a query string in the base URL stays a query string; up to 16
-idle connections are kept per host.
+Any 2xx answers a PUT; every response body is read (or the connection
+dropped), so connections go back to the pool; a GET without
+C{X-Cacheprog-OutputID} is an error rather than an object with an empty id;
+a query string in the base URL stays a query string.
 
 GET bodies are B{streamed} (L{cacheprog.remote.body.BodyStream}): the chunks
 arrive as they come, reading pauses while a megabyte waits for the consumer,
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
 _log = Logger("http")
 
-#: Idle connections kept per host (Go's default transport kept 2).
+#: Idle connections kept per host: enough for parallel gets to reuse them.
 MAX_PERSISTENT_PER_HOST = 16
 #: How much of an error body goes into the error message.
 ERROR_BODY_LIMIT = 1024

@@ -73,7 +73,7 @@ def object_url(base_url: str, action_id: bytes) -> str:
     The URL of one object: C{{base}/cache/{hex}}.
 
     The base's path is kept (one trailing C{/} dropped); its query string, if
-    any, stays a query string (the reference appended the path after it).
+    any, stays a query string after the path.
     """
     parts = urlsplit(base_url)
     path = parts.path[:-1] if parts.path.endswith("/") else parts.path

@@ -11,7 +11,7 @@ Per call:
   - get refused by an open breaker (L{Unavailable}): one remote miss, no
     duration (nothing was tried);
   - put: one object of the stored size and the duration; an upload the
-    breaker skipped is counted nowhere (the reference counted it as stored);
+    breaker skipped is counted nowhere (nothing was stored);
   - any other failure (timeouts included): one storage error and the
     duration.
 """

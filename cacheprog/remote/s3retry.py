@@ -2,11 +2,11 @@
 """
 When an S3 request is tried again, and how long the store waits first.
 
-The reference has no retries.  Ours (L{retried}): 5xx, 429 and connection
-failures are tried again (L{Retries.attempts}), after L{jittered} backoff
-delays, inside the core's get/put timeouts.  A cancelled request (what those
-timeouts do) is never retried, whatever it failed with (L{Tracked}), and
-cancelling the backoff wait (L{sleep}) ends it at once.
+L{retried}: 5xx, 429 and connection failures are tried again
+(L{Retries.attempts}), after L{jittered} backoff delays, inside the core's
+get/put timeouts.  A cancelled request (what those timeouts do) is never
+retried, whatever it failed with (L{Tracked}), and cancelling the backoff
+wait (L{sleep}) ends it at once.
 """
 
 from __future__ import annotations
