@@ -24,14 +24,17 @@ from cacheprog import settings as _settings
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorTime
 
     from cacheprog.assembly import Stack
+    from cacheprog.cache import Cache
     from cacheprog.interfaces import RemoteStore, ThreadRunner
     from cacheprog.local import DiskStore
     from cacheprog.metrics import Metrics
     from cacheprog.prelude import Handover
     from cacheprog.presence import Presence
     from cacheprog.stats import Stats
+    from cacheprog.stdio import CacheProtocol
     from cacheprog.uploaders import Detacher
     from cacheprog.warmstart import WarmStart
 
@@ -282,7 +285,7 @@ def _hold_signals() -> None:
     signal.signal(signal.SIGTERM, record)
 
 
-def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
+def _handle_signals(reactor: Any, protocol: CacheProtocol, cache: Cache) -> None:
     """
     SIGINT/SIGTERM: answer what is in flight, drain uploads, close stdout,
     exit, at once rather than at the next request.
@@ -312,7 +315,7 @@ def _handle_signals(reactor: Any, protocol: Any, cache: Any) -> None:
     _EARLY_SIGNALS.clear()
 
 
-def _presence(direct: _settings.Direct, backend: RemoteStore, reactor: Any) -> Presence:
+def _presence(direct: _settings.Direct, backend: RemoteStore, reactor: IReactorTime) -> Presence:
     """
     The presence view, fed by a bounded listing of the prefix when asked
     for (and the store can list).
@@ -330,7 +333,7 @@ def _warm_start(
     direct: _settings.Direct,
     stack: Stack,
     local: DiskStore,
-    reactor: Any,
+    reactor: IReactorTime,
     run_in_thread: ThreadRunner,
     stats: Stats,
 ) -> WarmStart | None:

@@ -13,6 +13,7 @@ of the signature, as are those a proxy or the client may change on the way
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -55,42 +56,31 @@ def target(url: str) -> tuple[str, str, str]:
     return host, parts.path, parts.query
 
 
+@dataclass(frozen=True)
 class SignedRequest:
     """
     A request to send, each call a new attempt: the response's Deferred, the
     body not read and redirects not followed.
     """
 
-    def __init__(
-        self,
-        client: HTTPClient,
-        signer: Signer,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        data: bytes | IO[bytes] | None,
-        payload_sha256: str,
-        credentials: Credentials,
-        region: str,
-    ) -> None:
-        self._client = client
-        self._signer = signer
-        self._method = method
-        self._url = url
-        self._headers = headers
-        self._data = data
-        self._payload_sha256 = payload_sha256
-        self._credentials = credentials
-        self._region = region
+    client: HTTPClient
+    signer: Signer
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    data: bytes | IO[bytes] | None
+    payload_sha256: str
+    credentials: Credentials
+    region: str
 
     def __call__(self) -> Deferred[Any]:
-        host, path, query = target(self._url)
-        sent = self._signer.sign(
-            self._method, host, path, query, self._headers, self._payload_sha256, self._credentials, self._region
+        host, path, query = target(self.url)
+        sent = self.signer.sign(
+            self.method, host, path, query, self.headers, self.payload_sha256, self.credentials, self.region
         )
         sent["User-Agent"] = USER_AGENT
-        if self._data is not None and not isinstance(self._data, bytes):
-            self._data.seek(0)  # a file body is read again by each attempt
-        return self._client.request(
-            self._method, self._url, headers=sent, data=self._data, unbuffered=True, allow_redirects=False
+        if self.data is not None and not isinstance(self.data, bytes):
+            self.data.seek(0)  # a file body is read again by each attempt
+        return self.client.request(
+            self.method, self.url, headers=sent, data=self.data, unbuffered=True, allow_redirects=False
         )

@@ -1,6 +1,7 @@
 """
-The docs name only what exists: every module docs/architecture.md names is
-in the tree, and every C{test-case-name} marker names a test module.
+The docs match the tree: docs/architecture.md names every module of the
+package and only modules that exist, and every C{test-case-name} marker
+names a test module.
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ class ArchitectureTests(SynchronousTestCase):
         self.assertTrue(names, "the page names no module: the pattern is wrong")
         missing = [n for n in sorted(names) if not any((TOP / place / n).is_file() for place in PLACES)]
         self.assertEqual(missing, [])
+
+    def test_every_module_is_named(self) -> None:
+        """
+        Every module of the package is named (by its file name, or its path
+        below C{cacheprog/} or from the top).
+        """
+        names = named_modules((TOP / "docs" / "architecture.md").read_text(encoding="utf-8"))
+        unnamed = []
+        for path in sorted((TOP / "cacheprog").glob("**/*.py")):
+            below, from_top = str(path.relative_to(TOP / "cacheprog")), str(path.relative_to(TOP))
+            if path.name != "__init__.py" and not {path.name, below, from_top} & names:
+                unnamed.append(below)
+        self.assertEqual(unnamed, [])
 
     def test_pattern_sees_a_missing_module(self) -> None:
         """
