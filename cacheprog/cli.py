@@ -148,8 +148,8 @@ def _prelude(direct: _settings.Direct, local: DiskStore, protocol_fd: int) -> Ha
     """
     Answer local hits before Twisted is imported (L{cacheprog.prelude}).
     Not when metrics are pushed: their local-get timings come from the
-    cache.  With a run manifest to keep, close goes to the reactor (the
-    manifest decides whether to write).
+    cache.  With a run manifest to keep, a run that used an entry closes in
+    the reactor (the manifest decides whether to write).
 
     @return: the prelude's L{Handover}, or None when it did not run.
     """

@@ -16,9 +16,11 @@ build the cache and the protocol, which carry on from there.
 A run that ends (close, or stdin EOF for C{go list}) with every request
 answered here never imports Twisted: close is answered, stdout closed, done.
 Nothing is lost by that: a local hit writes nothing, so there is nothing to
-save, upload or drain.  When a run manifest is kept (warm start), close and
-EOF go to the protocol instead, and the hits answered here are replayed into
-the manifest (L{Handover.replay_into}) in go's order.
+save, upload or drain.  When a run manifest is kept (warm start) and the run
+used an entry, close and EOF go to the protocol instead, and the hits
+answered here are replayed into the manifest (L{Handover.replay_into}) in
+go's order; a run that used none (C{go list}, C{go env}) has nothing to
+record and still ends here.
 
 Importing Twisted in a thread meanwhile was weighed and left out: the import
 is pure Python and holds the GIL, so every answer of the main thread would
@@ -115,7 +117,8 @@ class Prelude:
         @param close_output: closes the protocol output.
         @param remote_enabled: a local miss may still be a remote hit.
         @param finish_alone: whether close (and EOF) may end the run here;
-            False leaves them to the protocol (work at close: a manifest).
+            False leaves them to the protocol once an entry was used (work
+            at close: a manifest of the entries used).
         """
         self._local = local
         self._read = read
@@ -165,7 +168,7 @@ class Prelude:
         if not isinstance(event, Request):
             return False
         if event.command == "close":
-            if not self._alone:
+            if not self._may_finish():
                 return False
             self._send(Response(id=event.id))
             return None
@@ -199,10 +202,18 @@ class Prelude:
         except ProtocolError:
             # The protocol sees the same EOF and reports the cut request.
             return self._state
-        if not self._alone:
+        if not self._may_finish():
             # The protocol sees the same EOF and ends the run.
             return self._state
         return self._finish()
+
+    def _may_finish(self) -> bool:
+        """
+        Whether close (or EOF) may end the run here: when nothing is left
+        for the reactor, or the work at close (a run manifest, which records
+        the entries used) has nothing to record.
+        """
+        return self._alone or not self._state.hits
 
     def _finish(self) -> Handover:
         self._state.finished = True

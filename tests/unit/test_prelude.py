@@ -184,6 +184,19 @@ class PreludeTests(SynchronousTestCase):
             self.assertEqual([a["ID"] for a in pipe.answers()], [1])
             self.assertEqual([e.id for e in state.backlog], [2] if len(reads) == 2 else [])  # type: ignore[union-attr]
 
+    def test_nothing_used_finishes_here(self) -> None:
+        """
+        With a run manifest kept, a run that used no entry (close or EOF
+        first: C{go list}, C{go env}) still ends here: the manifest records
+        used entries only, so the reactor would have nothing to write.
+        """
+        for reads in ((close(1),), (b"",)):
+            pipe = _Pipe(*reads)
+            state = Prelude(self.local, pipe.read, pipe.write, pipe.close, True, finish_alone=False).run()
+            self.assertTrue(state.finished)
+            self.assertTrue(pipe.closed)
+            self.assertEqual(pipe.answers(), [{"ID": 1}] if reads[0] else [])
+
     def test_replay_into(self) -> None:
         """
         The journal hears every key asked, then every hit with its entry.
