@@ -6,7 +6,6 @@ refusals before any body byte, a connection cap.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -21,22 +20,16 @@ from cacheprog.proxy.site import build_site
 from cacheprog.remote import httpcontract as contract
 from cacheprog.remote.memory import MemoryStore
 
-from .helpers import action, output_of
+from .helpers import action
+from .test_storage import put_headers
 
 KEY = action(1).hex().encode()
 
 
 def put_head(body: bytes, length: int | None = None, extra: dict[str, str] | None = None) -> bytes:
-    headers = {
-        contract.OUTPUT_ID: output_of(body).hex(),
-        contract.MD5_SUM: hashlib.md5(body).hexdigest(),
-        contract.SHA256_SUM: hashlib.sha256(body).hexdigest(),
-        contract.COMPRESSION: "",
-        contract.UNCOMPRESSED_SIZE: str(len(body)),
-        "Content-Length": str(len(body) if length is None else length),
-    }
-    headers.update(extra or {})
-    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if v != "<absent>")
+    override = {"Content-Length": str(len(body) if length is None else length), **(extra or {})}
+    headers = put_headers(body, **override)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     return b"PUT /cache/" + KEY + b" HTTP/1.1\r\nHost: p\r\n" + lines.encode() + b"\r\n"
 
 

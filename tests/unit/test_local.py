@@ -20,7 +20,11 @@ from .helpers import action, output_of
 WHEN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-class DiskStoreTests(SynchronousTestCase):
+class StoreCase(SynchronousTestCase):
+    """
+    A local tier in a fresh root, and a way to put entries in it.
+    """
+
     def setUp(self) -> None:
         self.store = DiskStore(self.mktemp())
         self.store.probe()
@@ -32,6 +36,8 @@ class DiskStoreTests(SynchronousTestCase):
         self.store.flush()
         return path
 
+
+class DiskStoreTests(StoreCase):
     def fresh(self) -> DiskStore:
         """
         The same root as the next process sees it.

@@ -7,26 +7,16 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from twisted.trial.unittest import SynchronousTestCase
-
-from cacheprog.local import DiskStore, LocalWriteError
+from cacheprog.local import LocalWriteError
 from cacheprog.spool import Spool
 
-from .helpers import action, output_of
+from .helpers import action
+from .test_local import StoreCase
 
 WHEN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-class SpoolTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.store = DiskStore(self.mktemp())
-        self.store.probe()
-
-    def commit(self, action_id: bytes, body: bytes, in_memory: bool = True) -> str:
-        spool = Spool(self.store, in_memory=in_memory)
-        spool.write(body)
-        return spool.commit(action_id, output_of(body), WHEN).path
-
+class SpoolTests(StoreCase):
     def leftovers(self) -> list[str]:
         return [n for _, _, names in os.walk(self.store.root) for n in names if n.endswith(".tmp")]
 
